@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Kernel API differences between the kernels vballoon builds for.
+ *
+ * Every difference is detected by a compile probe (scripts/probe-api.sh)
+ * that writes vb_autoconf.h for the kernel being built against; this header
+ * is the only place that looks at the result.  Nothing else in the driver
+ * tests kernel versions.
+ */
+#ifndef _VB_COMPAT_H
+#define _VB_COMPAT_H
+
+#include <linux/shrinker.h>
+#include <linux/slab.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+#include "vb_autoconf.h"
+
+#define VB_MAX_VQS	5
+
+/*
+ * virtio_find_vqs() took parallel callback and name arrays until the
+ * struct virtqueue_info form replaced them.
+ */
+static inline int vb_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
+			      struct virtqueue *vqs[],
+			      vq_callback_t *callbacks[],
+			      const char * const names[])
+{
+#ifdef VB_HAVE_VIRTQUEUE_INFO
+	struct virtqueue_info info[VB_MAX_VQS] = {};
+	unsigned int i;
+
+	if (nvqs > VB_MAX_VQS)
+		return -EINVAL;
+	for (i = 0; i < nvqs; i++) {
+		info[i].name = names[i];
+		info[i].callback = callbacks[i];
+	}
+	return virtio_find_vqs(vdev, nvqs, vqs, info, NULL);
+#else
+	return virtio_find_vqs(vdev, nvqs, vqs, callbacks, names, NULL);
+#endif
+}
+
+/*
+ * Shrinkers became separately allocated objects with a private pointer;
+ * before that the caller embedded struct shrinker.  vb_shrinker_alloc()
+ * hides the difference: it returns an unregistered shrinker whose private
+ * pointer vb_shrinker_private() gives back, and vb_shrinker_free() undoes
+ * both allocation and registration.
+ */
+#ifdef VB_HAVE_SHRINKER_ALLOC
+
+static inline struct shrinker *vb_shrinker_alloc(const char *name, void *priv)
+{
+	struct shrinker *s = shrinker_alloc(0, "%s", name);
+
+	if (s)
+		s->private_data = priv;
+	return s;
+}
+
+static inline int vb_shrinker_register(struct shrinker *s, const char *name)
+{
+	shrinker_register(s);
+	return 0;
+}
+
+static inline void *vb_shrinker_private(struct shrinker *s)
+{
+	return s->private_data;
+}
+
+static inline void vb_shrinker_free(struct shrinker *s)
+{
+	shrinker_free(s);
+}
+
+#else /* !VB_HAVE_SHRINKER_ALLOC */
+
+struct vb_shrinker_box {
+	struct shrinker shrinker;
+	void *priv;
+	bool registered;
+};
+
+static inline struct shrinker *vb_shrinker_alloc(const char *name, void *priv)
+{
+	struct vb_shrinker_box *box = kzalloc(sizeof(*box), GFP_KERNEL);
+
+	if (!box)
+		return NULL;
+	box->priv = priv;
+	return &box->shrinker;
+}
+
+static inline int vb_shrinker_register(struct shrinker *s, const char *name)
+{
+	struct vb_shrinker_box *box = container_of(s, struct vb_shrinker_box,
+						   shrinker);
+	int err;
+
+#ifdef VB_HAVE_REGISTER_SHRINKER_NAME
+	err = register_shrinker(s, "%s", name);
+#else
+	err = register_shrinker(s);
+#endif
+	if (!err)
+		box->registered = true;
+	return err;
+}
+
+static inline void *vb_shrinker_private(struct shrinker *s)
+{
+	return container_of(s, struct vb_shrinker_box, shrinker)->priv;
+}
+
+static inline void vb_shrinker_free(struct shrinker *s)
+{
+	struct vb_shrinker_box *box = container_of(s, struct vb_shrinker_box,
+						   shrinker);
+
+	if (box->registered)
+		unregister_shrinker(s);
+	kfree(box);
+}
+
+#endif /* VB_HAVE_SHRINKER_ALLOC */
+
+#endif /* _VB_COMPAT_H */

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vballoon: a virtio balloon driver.
+ *
+ * One struct vballoon per bound device holds all state.  The files under
+ * src/ each own one mechanism:
+ *   vb_main.c    device binding, feature negotiation, virtqueues, lifecycle
+ *   vb_engine.c  moving pages into and out of the balloon (the worker)
+ *   vb_policy.c  how much: targets, the floor, memory pressure (shrinker)
+ *   vb_sysfs.c   the admin's knobs
+ *   vb_stats.c   counters, debugfs
+ */
+#ifndef _VBALLOON_H
+#define _VBALLOON_H
+
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/sizes.h>
+#include <linux/spinlock.h>
+#include <linux/types.h>
+#include <linux/virtio.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <uapi/linux/virtio_balloon.h>
+
+#include "vb_compat.h"
+
+/* PFNs on the wire are 4 KiB frame numbers, whatever PAGE_SIZE is. */
+#define VB_PFNS_PER_PAGE	(PAGE_SIZE >> VIRTIO_BALLOON_PFN_SHIFT)
+
+/* Firecracker skips descriptors over 256 PFNs, Cloud Hypervisor over 1 KiB. */
+#define VB_PFNS_PER_DESC	256
+
+/*
+ * A chunk is a naturally aligned 2 MiB run of guest memory: a host
+ * transparent huge page.  QEMU frees a host huge page only when all of its
+ * PFNs arrive in one request, so a request is sized to carry one chunk
+ * (split over several descriptors).
+ */
+#define VB_CHUNK_ORDER		(21 - PAGE_SHIFT)
+#define VB_CHUNK_PAGES		BIT(VB_CHUNK_ORDER)
+#define VB_PFNS_PER_REQ		(VB_CHUNK_PAGES * VB_PFNS_PER_PAGE)
+#define VB_DESCS_PER_REQ	(VB_PFNS_PER_REQ / VB_PFNS_PER_DESC)
+
+/* Requests the worker keeps in flight: 16 x 2 MiB. */
+#define VB_NR_REQS		16
+
+#define VB_PAGES_TO_KB(p)	((u64)(p) << (PAGE_SHIFT - 10))
+
+enum vb_req_state {
+	VB_REQ_IDLE,		/* owned by its user, not on a virtqueue */
+	VB_REQ_INFLIGHT,	/* given to the device, not yet acknowledged */
+	VB_REQ_DONE,		/* acknowledged, not yet accounted */
+};
+
+/*
+ * One inflate or deflate request: the pages it carries and their PFNs.
+ * Pages are linked through page->lru; a chunk is one order-VB_CHUNK_ORDER
+ * entry, anything else order-0 pages.
+ */
+struct vb_req {
+	struct list_head pages;
+	unsigned int nr_pages;		/* PAGE_SIZE pages carried */
+	unsigned int nr_pfns;		/* 4 KiB PFNs in pfns[] */
+	bool inflate;
+	bool chunk;
+	/* Guarded by vballoon.vq_lock. */
+	enum vb_req_state state;
+	__virtio32 pfns[VB_PFNS_PER_REQ];
+};
+
+/* Counters for debugfs.  Written under vballoon.lock, read racily. */
+struct vb_counters {
+	u64 inflated_pages;
+	u64 deflated_pages;
+	u64 inflate_reqs;
+	u64 deflate_reqs;
+	u64 chunks_inflated;
+	u64 chunk_alloc_fails;
+	u64 page_alloc_fails;
+	u64 pressure_events;
+	u64 pressure_pages;
+	u64 pressure_yields;
+	u64 reinflated_pages;
+	u64 holdoff_doublings;
+	u64 inflate_ns;
+	u64 deflate_ns;
+};
+
+/* The pressure policy's state.  Guarded by vballoon.lock. */
+struct vb_policy {
+	unsigned long debt;		/* pages given back under pressure, not yet re-inflated */
+	unsigned long last_pressure;	/* jiffies of the last pressure deflation */
+	unsigned long holdoff;		/* current hold-off, jiffies */
+	unsigned long yield_until;	/* jiffies: inflation paused for kswapd */
+	bool reinflated;		/* re-inflated since last_pressure */
+	unsigned int seq;		/* bumped on every pressure event */
+};
+
+struct vballoon {
+	struct virtio_device *vdev;
+	struct virtqueue *inflate_vq;
+	struct virtqueue *deflate_vq;
+
+	/*
+	 * Behaviour derived from the negotiated features, set in one place
+	 * (vb_read_features()) before the device is live.
+	 */
+	bool tell_host;		/* MUST_TELL_HOST: deflate acked before reuse */
+	bool deflate_on_oom;	/* DEFLATE_ON_OOM: pressure may deflate */
+	bool adjust_managed;	/* balloon pages leave MemTotal */
+
+	struct workqueue_struct *wq;
+	struct delayed_work work;
+
+	/*
+	 * stop_lock guards stopping.  Work is queued only while !stopping, so
+	 * once remove/freeze has set it and cancelled the work, nothing
+	 * (config change, sysfs, pressure) can start the worker again.
+	 */
+	spinlock_t stop_lock;
+	bool stopping;
+
+	/*
+	 * vq_lock (taken with interrupts off) guards both virtqueues and the
+	 * state of every vb_req; the virtqueue callback completes requests
+	 * under it and wakes acked.
+	 */
+	spinlock_t vq_lock;
+	wait_queue_head_t acked;
+
+	/*
+	 * engine_lock serialises the worker's inflate/deflate runs with
+	 * drain on remove/freeze, and owns reqs[], alloc_backoff and
+	 * chunk_retry.  It is held across page allocation, so nothing that
+	 * reclaim can call (the shrinker) may take it.
+	 */
+	struct mutex engine_lock;
+	struct vb_req *reqs[VB_NR_REQS];
+	unsigned long alloc_backoff;	/* jiffies, 0 when allocation works */
+	unsigned long chunk_retry;	/* jiffies: try 2 MiB chunks again */
+	struct task_struct *inflater;	/* task allocating for the balloon */
+	bool inflating;			/* an inflation run is in progress */
+
+	/*
+	 * pressure_lock serialises shrinker deflations (only tried, never
+	 * waited for, from reclaim) and owns preq; vqs_ready says the
+	 * virtqueues may be used, and is cleared under it on freeze.
+	 */
+	struct mutex pressure_lock;
+	struct vb_req *preq;
+	bool vqs_ready;
+	struct shrinker *shrinker;
+
+	/*
+	 * lock guards the balloon itself: the page lists, nr_held, the admin
+	 * knobs, the policy state and the counters.  Never held across
+	 * allocation, device I/O or sleep.
+	 */
+	spinlock_t lock;
+	struct list_head chunks;	/* 2 MiB chunks, by page->lru */
+	struct list_head pages;		/* order-0 pages, by page->lru */
+	unsigned long nr_held;		/* pages the host counts as ballooned */
+	unsigned long guest_target;	/* pages; 0 = follow the host */
+	unsigned long floor;		/* pages the balloon never takes below */
+	unsigned long holdoff_base;	/* jiffies */
+	unsigned long pagecache_reserve;	/* pages of file LRU reclaim may still take */
+	struct vb_policy policy;
+	struct vb_counters stats;
+
+	/* actual_lock orders writes of config.actual; actual is the last one. */
+	struct mutex actual_lock;
+	u32 actual;
+
+	struct dentry *debugfs;
+};
+
+/* vb_main.c */
+void vb_queue_work(struct vballoon *vb, unsigned long delay);
+u32 vb_host_target(struct vballoon *vb);
+
+/* vb_engine.c */
+int vb_engine_init(struct vballoon *vb);
+void vb_engine_exit(struct vballoon *vb);
+void vb_vq_done(struct virtqueue *vq);
+void vb_work_fn(struct work_struct *work);
+void vb_engine_drain(struct vballoon *vb);
+void vb_engine_release(struct vballoon *vb);
+unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want);
+void vb_update_actual(struct vballoon *vb);
+
+/* vb_policy.c */
+void vb_policy_init(struct vballoon *vb);
+unsigned long vb_guest_ram(struct vballoon *vb);
+unsigned long vb_policy_target(struct vballoon *vb, unsigned long held,
+			       unsigned long *again);
+bool vb_policy_inflate_paused(struct vballoon *vb, unsigned int seq);
+void vb_policy_inflated(struct vballoon *vb, unsigned long pages);
+int vb_pressure_register(struct vballoon *vb);
+void vb_pressure_unregister(struct vballoon *vb);
+
+/* vb_sysfs.c */
+int vb_sysfs_add(struct vballoon *vb);
+void vb_sysfs_remove(struct vballoon *vb);
+
+/* vb_stats.c */
+void vb_debugfs_init(void);
+void vb_debugfs_exit(void);
+void vb_debugfs_add(struct vballoon *vb);
+void vb_debugfs_remove(struct vballoon *vb);
+
+#endif /* _VBALLOON_H */

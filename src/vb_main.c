@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vballoon: device binding, feature negotiation, virtqueues and lifecycle.
+ *
+ * Probe and remove are mirror images; freeze and restore reuse their
+ * halves.  Every page handed to the host is given back to the guest before
+ * the device is reset.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+#include "vballoon.h"
+
+/*
+ * The features this driver implements.  The virtio core negotiates only
+ * what is listed here, so an offered feature that is not in this table
+ * (STATS_VQ, FREE_PAGE_HINT, PAGE_POISON, REPORTING) is declined.
+ */
+static unsigned int vb_features[] = {
+	VIRTIO_BALLOON_F_MUST_TELL_HOST,
+	VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
+};
+
+static const struct virtio_device_id vb_id_table[] = {
+	{ VIRTIO_ID_BALLOON, VIRTIO_DEV_ANY_ID },
+	{ 0 },
+};
+MODULE_DEVICE_TABLE(virtio, vb_id_table);
+
+/* The one place negotiated feature bits turn into behaviour. */
+static void vb_read_features(struct vballoon *vb)
+{
+	struct virtio_device *vdev = vb->vdev;
+
+	vb->tell_host = virtio_has_feature(vdev,
+					   VIRTIO_BALLOON_F_MUST_TELL_HOST);
+	vb->deflate_on_oom = virtio_has_feature(vdev,
+						VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
+	/*
+	 * Without DEFLATE_ON_OOM ballooned memory is gone until the host
+	 * gives it back, so it leaves MemTotal.  With it, the guest may take
+	 * the memory back when it needs it, so it stays in MemTotal and shows
+	 * as used (as the in-tree driver does); this also keeps heuristic
+	 * overcommit from refusing mappings that deflation could back.
+	 */
+	vb->adjust_managed = !vb->deflate_on_oom;
+}
+
+static int vb_validate(struct virtio_device *vdev)
+{
+	/*
+	 * PFNs are guest physical frame numbers; an IOMMU between driver and
+	 * device would make them meaningless.
+	 */
+	__virtio_clear_bit(vdev, VIRTIO_F_ACCESS_PLATFORM);
+	return 0;
+}
+
+u32 vb_host_target(struct vballoon *vb)
+{
+	u32 num_pages;
+
+	virtio_cread_le(vb->vdev, struct virtio_balloon_config, num_pages,
+			&num_pages);
+	/* num_pages counts 4 KiB frames. */
+	return num_pages / VB_PFNS_PER_PAGE;
+}
+
+void vb_queue_work(struct vballoon *vb, unsigned long delay)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&vb->stop_lock, flags);
+	if (!vb->stopping)
+		mod_delayed_work(vb->wq, &vb->work, delay);
+	spin_unlock_irqrestore(&vb->stop_lock, flags);
+}
+
+static void vb_config_changed(struct virtio_device *vdev)
+{
+	vb_queue_work(vdev->priv, 0);
+}
+
+/*
+ * Virtqueues are numbered densely: only queues of negotiated features
+ * exist, in the order the specification lists them.
+ */
+static int vb_init_vqs(struct vballoon *vb)
+{
+	vq_callback_t *callbacks[VB_MAX_VQS];
+	const char *names[VB_MAX_VQS];
+	struct virtqueue *vqs[VB_MAX_VQS];
+	unsigned int n = 0;
+	int err;
+
+	callbacks[n] = vb_vq_done;
+	names[n++] = "inflate";
+	callbacks[n] = vb_vq_done;
+	names[n++] = "deflate";
+
+	err = vb_find_vqs(vb->vdev, n, vqs, callbacks, names);
+	if (err)
+		return err;
+	vb->inflate_vq = vqs[0];
+	vb->deflate_vq = vqs[1];
+	return 0;
+}
+
+/* Bring the device up; the second half of probe and all of restore. */
+static int vb_start(struct vballoon *vb)
+{
+	int err;
+
+	vb_read_features(vb);
+	err = vb_init_vqs(vb);
+	if (err)
+		return err;
+
+	virtio_device_ready(vb->vdev);
+
+	mutex_lock(&vb->pressure_lock);
+	vb->vqs_ready = true;
+	mutex_unlock(&vb->pressure_lock);
+
+	spin_lock_irq(&vb->stop_lock);
+	vb->stopping = false;
+	spin_unlock_irq(&vb->stop_lock);
+
+	/* Pick up a target the host set before we were ready. */
+	vb_queue_work(vb, 0);
+	return 0;
+}
+
+/*
+ * Take the device down with every page back in the guest; the first half
+ * of remove and all of freeze.
+ */
+static void vb_stop(struct vballoon *vb)
+{
+	spin_lock_irq(&vb->stop_lock);
+	vb->stopping = true;
+	spin_unlock_irq(&vb->stop_lock);
+	/* Wake a worker waiting for acks so it sees stopping. */
+	wake_up_all(&vb->acked);
+	cancel_delayed_work_sync(&vb->work);
+
+	/* Shrinker deflations from here on find the queues unusable. */
+	mutex_lock(&vb->pressure_lock);
+	vb->vqs_ready = false;
+	mutex_unlock(&vb->pressure_lock);
+
+	/* Tell the host, while it still listens, that every page is back. */
+	vb_engine_drain(vb);
+	virtio_reset_device(vb->vdev);
+	/* Whatever the host never acknowledged is ours again after reset. */
+	vb_engine_release(vb);
+	vb->vdev->config->del_vqs(vb->vdev);
+}
+
+static int vb_probe(struct virtio_device *vdev)
+{
+	struct vballoon *vb;
+	int err;
+
+	if (!vdev->config->get) {
+		dev_err(&vdev->dev, "config space access is not supported\n");
+		return -EINVAL;
+	}
+
+	vb = kzalloc(sizeof(*vb), GFP_KERNEL);
+	if (!vb)
+		return -ENOMEM;
+	vdev->priv = vb;
+	vb->vdev = vdev;
+	spin_lock_init(&vb->stop_lock);
+	vb->stopping = true;
+	spin_lock_init(&vb->vq_lock);
+	init_waitqueue_head(&vb->acked);
+	mutex_init(&vb->engine_lock);
+	mutex_init(&vb->pressure_lock);
+	spin_lock_init(&vb->lock);
+	mutex_init(&vb->actual_lock);
+	INIT_LIST_HEAD(&vb->chunks);
+	INIT_LIST_HEAD(&vb->pages);
+	INIT_DELAYED_WORK(&vb->work, vb_work_fn);
+
+	err = vb_engine_init(vb);
+	if (err)
+		goto out_free_vb;
+
+	vb->wq = alloc_workqueue("vballoon", WQ_FREEZABLE | WQ_UNBOUND, 0);
+	if (!vb->wq) {
+		err = -ENOMEM;
+		goto out_engine_exit;
+	}
+
+	vb_read_features(vb);
+	vb_policy_init(vb);
+
+	err = vb_pressure_register(vb);
+	if (err)
+		goto out_destroy_wq;
+
+	err = vb_sysfs_add(vb);
+	if (err)
+		goto out_pressure_unregister;
+
+	err = vb_start(vb);
+	if (err)
+		goto out_sysfs_remove;
+
+	vb_debugfs_add(vb);
+	dev_info(&vdev->dev,
+		 "bound: must-tell-host %s, deflate-on-oom %s, floor %llu KiB\n",
+		 vb->tell_host ? "on" : "off",
+		 vb->deflate_on_oom ? "on" : "off",
+		 VB_PAGES_TO_KB(vb->floor));
+	return 0;
+
+out_sysfs_remove:
+	vb_sysfs_remove(vb);
+out_pressure_unregister:
+	vb_pressure_unregister(vb);
+out_destroy_wq:
+	destroy_workqueue(vb->wq);
+out_engine_exit:
+	vb_engine_exit(vb);
+out_free_vb:
+	kfree(vb);
+	vdev->priv = NULL;
+	return err;
+}
+
+static void vb_remove(struct virtio_device *vdev)
+{
+	struct vballoon *vb = vdev->priv;
+
+	vb_debugfs_remove(vb);
+	vb_stop(vb);
+	vb_sysfs_remove(vb);
+	vb_pressure_unregister(vb);
+	destroy_workqueue(vb->wq);
+	vb_engine_exit(vb);
+	kfree(vb);
+}
+
+#ifdef CONFIG_PM_SLEEP
+static int vb_freeze(struct virtio_device *vdev)
+{
+	vb_stop(vdev->priv);
+	return 0;
+}
+
+static int vb_restore(struct virtio_device *vdev)
+{
+	return vb_start(vdev->priv);
+}
+#endif
+
+static struct virtio_driver vb_driver = {
+	.feature_table		= vb_features,
+	.feature_table_size	= ARRAY_SIZE(vb_features),
+	.driver.name		= KBUILD_MODNAME,
+	.driver.owner		= THIS_MODULE,
+	.id_table		= vb_id_table,
+	.validate		= vb_validate,
+	.probe			= vb_probe,
+	.remove			= vb_remove,
+	.config_changed		= vb_config_changed,
+#ifdef CONFIG_PM_SLEEP
+	.freeze			= vb_freeze,
+	.restore		= vb_restore,
+#endif
+};
+
+static int __init vb_init(void)
+{
+	int err;
+
+	vb_debugfs_init();
+	err = register_virtio_driver(&vb_driver);
+	if (err)
+		vb_debugfs_exit();
+	return err;
+}
+
+static void __exit vb_exit(void)
+{
+	unregister_virtio_driver(&vb_driver);
+	vb_debugfs_exit();
+}
+
+module_init(vb_init);
+module_exit(vb_exit);
+
+MODULE_DESCRIPTION("Virtio balloon driver: fast, host-hugepage friendly, pressure aware");
+MODULE_LICENSE("GPL");

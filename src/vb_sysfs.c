@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vballoon: the admin's knobs, in the bound virtio device's sysfs
+ * directory.  Documented in Documentation/ABI/testing/sysfs-driver-vballoon.
+ *
+ * Sizes are in KiB.  Writes need CAP_SYS_ADMIN, are parsed strictly, and a
+ * rejected write changes nothing.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/capability.h>
+#include <linux/device.h>
+#include <linux/jiffies.h>
+#include <linux/kernel.h>
+#include <linux/sysfs.h>
+
+#include "vballoon.h"
+
+static struct vballoon *dev_to_vb(struct device *dev)
+{
+	return dev_to_virtio(dev)->priv;
+}
+
+/* Parse a KiB count; reject what is not a plain decimal number. */
+static int vb_parse_kb(const char *buf, u64 *kb)
+{
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	return kstrtou64(buf, 10, kb);
+}
+
+static ssize_t current_kb_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n",
+			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->nr_held)));
+}
+static DEVICE_ATTR_RO(current_kb);
+
+static ssize_t host_target_kb_show(struct device *dev,
+				   struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n",
+			  VB_PAGES_TO_KB(vb_host_target(dev_to_vb(dev))));
+}
+static DEVICE_ATTR_RO(host_target_kb);
+
+static ssize_t target_kb_show(struct device *dev,
+			      struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n",
+			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->guest_target)));
+}
+
+static ssize_t target_kb_store(struct device *dev,
+			       struct device_attribute *attr,
+			       const char *buf, size_t count)
+{
+	struct vballoon *vb = dev_to_vb(dev);
+	u64 kb;
+	int err;
+
+	err = vb_parse_kb(buf, &kb);
+	if (err)
+		return err;
+	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
+		return -ERANGE;
+	spin_lock(&vb->lock);
+	vb->guest_target = kb >> (PAGE_SHIFT - 10);
+	spin_unlock(&vb->lock);
+	vb_queue_work(vb, 0);
+	return count;
+}
+static DEVICE_ATTR_RW(target_kb);
+
+static ssize_t floor_kb_show(struct device *dev,
+			     struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n",
+			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->floor)));
+}
+
+static ssize_t floor_kb_store(struct device *dev,
+			      struct device_attribute *attr,
+			      const char *buf, size_t count)
+{
+	struct vballoon *vb = dev_to_vb(dev);
+	u64 kb;
+	int err;
+
+	err = vb_parse_kb(buf, &kb);
+	if (err)
+		return err;
+	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
+		return -ERANGE;
+	spin_lock(&vb->lock);
+	/* Round up: the floor is a promise to the guest. */
+	vb->floor = DIV_ROUND_UP_ULL(kb, PAGE_SIZE >> 10);
+	spin_unlock(&vb->lock);
+	/* A raised floor deflates at once. */
+	vb_queue_work(vb, 0);
+	return count;
+}
+static DEVICE_ATTR_RW(floor_kb);
+
+static ssize_t holdoff_ms_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n",
+			  jiffies_to_msecs(READ_ONCE(dev_to_vb(dev)->holdoff_base)));
+}
+
+static ssize_t holdoff_ms_store(struct device *dev,
+				struct device_attribute *attr,
+				const char *buf, size_t count)
+{
+	struct vballoon *vb = dev_to_vb(dev);
+	unsigned int ms;
+	int err;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	err = kstrtouint(buf, 10, &ms);
+	if (err)
+		return err;
+	/* Up to the most the hold-off ever grows to. */
+	if (ms > 60 * MSEC_PER_SEC)
+		return -ERANGE;
+	spin_lock(&vb->lock);
+	vb->holdoff_base = msecs_to_jiffies(ms);
+	vb->policy.holdoff = vb->holdoff_base;
+	spin_unlock(&vb->lock);
+	return count;
+}
+static DEVICE_ATTR_RW(holdoff_ms);
+
+static ssize_t pagecache_reserve_kb_show(struct device *dev,
+					 struct device_attribute *attr,
+					 char *buf)
+{
+	return sysfs_emit(buf, "%llu\n",
+			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->pagecache_reserve)));
+}
+
+static ssize_t pagecache_reserve_kb_store(struct device *dev,
+					  struct device_attribute *attr,
+					  const char *buf, size_t count)
+{
+	struct vballoon *vb = dev_to_vb(dev);
+	u64 kb;
+	int err;
+
+	err = vb_parse_kb(buf, &kb);
+	if (err)
+		return err;
+	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
+		return -ERANGE;
+	WRITE_ONCE(vb->pagecache_reserve, kb >> (PAGE_SHIFT - 10));
+	return count;
+}
+static DEVICE_ATTR_RW(pagecache_reserve_kb);
+
+static ssize_t pressure_kb_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n",
+			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->stats.pressure_pages)));
+}
+static DEVICE_ATTR_RO(pressure_kb);
+
+static struct attribute *vb_attrs[] = {
+	&dev_attr_current_kb.attr,
+	&dev_attr_host_target_kb.attr,
+	&dev_attr_target_kb.attr,
+	&dev_attr_floor_kb.attr,
+	&dev_attr_holdoff_ms.attr,
+	&dev_attr_pagecache_reserve_kb.attr,
+	&dev_attr_pressure_kb.attr,
+	NULL,
+};
+
+static const struct attribute_group vb_attr_group = {
+	.attrs = vb_attrs,
+};
+
+int vb_sysfs_add(struct vballoon *vb)
+{
+	return sysfs_create_group(&vb->vdev->dev.kobj, &vb_attr_group);
+}
+
+void vb_sysfs_remove(struct vballoon *vb)
+{
+	sysfs_remove_group(&vb->vdev->dev.kobj, &vb_attr_group);
+}
