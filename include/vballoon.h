@@ -93,6 +93,7 @@ struct vb_policy {
 	unsigned long last_pressure;	/* jiffies of the last pressure deflation */
 	unsigned long holdoff;		/* current hold-off, jiffies */
 	unsigned long yield_until;	/* jiffies: inflation paused for kswapd */
+	unsigned long batch;		/* pages the last shrinker call gave back */
 	bool reinflated;		/* re-inflated since last_pressure */
 	unsigned int seq;		/* bumped on every pressure event */
 };

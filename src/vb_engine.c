@@ -562,13 +562,38 @@ void vb_work_fn(struct work_struct *work)
 }
 
 /*
+ * One shrinker deflation request: returns the pages it gave back, 0 if the
+ * request could not be made or the host did not answer in time (it is then
+ * completed by a later call or by drain).  Called with pressure_lock held.
+ */
+static unsigned long vb_pressure_round(struct vballoon *vb, unsigned long want)
+{
+	struct vb_req *req = vb->preq;
+
+	if (vb_req_state(vb, req) != VB_REQ_IDLE)
+		return 0;
+	vb_req_reset(req, false);
+	vb_fill_deflate(vb, req, want);
+	if (!req->nr_pages)
+		return 0;
+	if (vb_submit(vb, req)) {
+		vb_unfill(vb, req);
+		return 0;
+	}
+	wait_event_timeout(vb->acked, vb_req_state(vb, req) == VB_REQ_DONE,
+			   VB_ACK_POLL);
+	if (vb_req_state(vb, req) != VB_REQ_DONE)
+		return 0;
+	return vb_complete(vb, req);
+}
+
+/*
  * Deflate for the shrinker.  Called from reclaim: never waits for a lock,
  * never allocates.  Returns the pages given back to the guest.
  */
 unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want)
 {
-	struct vb_req *req = vb->preq;
-	unsigned long freed = 0;
+	unsigned long freed = 0, n;
 
 	if (!mutex_trylock(&vb->pressure_lock))
 		return 0;
@@ -576,24 +601,14 @@ unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want)
 		goto out_unlock;
 
 	/* A request an earlier call gave up waiting for. */
-	if (vb_req_state(vb, req) == VB_REQ_DONE)
-		freed += vb_complete(vb, req);
-	if (vb_req_state(vb, req) != VB_REQ_IDLE)
-		goto out_update;
-
-	vb_req_reset(req, false);
-	vb_fill_deflate(vb, req, want);
-	if (!req->nr_pages)
-		goto out_update;
-	if (vb_submit(vb, req)) {
-		vb_unfill(vb, req);
-		goto out_update;
+	if (vb_req_state(vb, vb->preq) == VB_REQ_DONE)
+		freed += vb_complete(vb, vb->preq);
+	while (freed < want) {
+		n = vb_pressure_round(vb, want - freed);
+		if (!n)
+			break;
+		freed += n;
 	}
-	wait_event_timeout(vb->acked, vb_req_state(vb, req) == VB_REQ_DONE,
-			   VB_ACK_POLL);
-	if (vb_req_state(vb, req) == VB_REQ_DONE)
-		freed += vb_complete(vb, req);
-out_update:
 	if (freed)
 		vb_update_actual(vb);
 out_unlock:

@@ -40,8 +40,14 @@
 #define VB_REINFLATE_EVERY	(HZ / 4)
 /* How long inflation yields when kswapd finds the guest short. */
 #define VB_YIELD		(HZ / 2)
-/* Smallest deflation per shrinker call: one chunk. */
+/*
+ * Deflation per shrinker call: one chunk, doubling while calls come less
+ * than VB_PRESSURE_BURST apart, up to VB_PRESSURE_MAX.  Sustained pressure
+ * then costs a few reclaim rounds instead of one per 2 MiB.
+ */
 #define VB_PRESSURE_MIN		VB_CHUNK_PAGES
+#define VB_PRESSURE_MAX		(SZ_32M >> PAGE_SHIFT)
+#define VB_PRESSURE_BURST	(HZ / 10)
 
 /*
  * Guest RAM the balloon is measured against: what the kernel manages now
@@ -160,6 +166,22 @@ static void vb_policy_pressure(struct vballoon *vb, unsigned long pages)
 	vb_queue_work(vb, holdoff);
 }
 
+/* How much the next shrinker call gives back, in pages. */
+static unsigned long vb_pressure_batch(struct vballoon *vb)
+{
+	struct vb_policy *p = &vb->policy;
+	unsigned long batch;
+
+	spin_lock(&vb->lock);
+	if (time_before(jiffies, p->last_pressure + VB_PRESSURE_BURST))
+		p->batch = clamp(p->batch * 2, VB_PRESSURE_MIN, VB_PRESSURE_MAX);
+	else
+		p->batch = VB_PRESSURE_MIN;
+	batch = p->batch;
+	spin_unlock(&vb->lock);
+	return batch;
+}
+
 /* Is ordinary reclaim out of page cache to take? */
 static bool vb_pagecache_low(struct vballoon *vb)
 {
@@ -212,11 +234,10 @@ static unsigned long vb_shrink_scan(struct shrinker *s,
 
 	if (!vb_pressure_allowed(vb))
 		return SHRINK_STOP;
-	/* Whole chunks: fewer round trips, and the guest gets huge pages. */
-	freed = vb_pressure_deflate(vb, max(sc->nr_to_scan, VB_PRESSURE_MIN));
+	freed = vb_pressure_deflate(vb, max(sc->nr_to_scan,
+					    vb_pressure_batch(vb)));
 	if (!freed)
 		return SHRINK_STOP;
-	sc->nr_scanned = freed;
 	vb_policy_pressure(vb, freed);
 	return freed;
 }
