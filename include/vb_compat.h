@@ -20,6 +20,19 @@
 #define VB_MAX_VQS	5
 
 /*
+ * Statistics tags 10-15 (virtio specification) reached the uapi header
+ * later than the kernels we build for; the numbers are the spec's.
+ */
+#ifndef VIRTIO_BALLOON_S_OOM_KILL
+#define VIRTIO_BALLOON_S_OOM_KILL	10
+#define VIRTIO_BALLOON_S_ALLOC_STALL	11
+#define VIRTIO_BALLOON_S_ASYNC_SCAN	12
+#define VIRTIO_BALLOON_S_DIRECT_SCAN	13
+#define VIRTIO_BALLOON_S_ASYNC_RECLAIM	14
+#define VIRTIO_BALLOON_S_DIRECT_RECLAIM	15
+#endif
+
+/*
  * virtio_find_vqs() took parallel callback and name arrays until the
  * struct virtqueue_info form replaced them.
  */

@@ -8,17 +8,20 @@
  *   vb_engine.c  moving pages into and out of the balloon (the worker)
  *   vb_policy.c  how much: targets, the floor, memory pressure (shrinker)
  *   vb_sysfs.c   the admin's knobs
- *   vb_stats.c   counters, debugfs
+ *   vb_stats.c   statistics for the host (stats queue), counters, debugfs
+ *   vb_report.c  free page reporting
  */
 #ifndef _VBALLOON_H
 #define _VBALLOON_H
 
 #include <linux/list.h>
 #include <linux/mutex.h>
+#include <linux/page_reporting.h>
 #include <linux/sizes.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
 #include <linux/virtio.h>
+#include <linux/vmstat.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <uapi/linux/virtio_balloon.h>
@@ -46,6 +49,9 @@
 #define VB_NR_REQS		16
 
 #define VB_PAGES_TO_KB(p)	((u64)(p) << (PAGE_SHIFT - 10))
+
+/* Statistics tags 0-15, all sent on every report. */
+#define VB_NR_STATS		16
 
 enum vb_req_state {
 	VB_REQ_IDLE,		/* owned by its user, not on a virtqueue */
@@ -102,6 +108,8 @@ struct vballoon {
 	struct virtio_device *vdev;
 	struct virtqueue *inflate_vq;
 	struct virtqueue *deflate_vq;
+	struct virtqueue *stats_vq;	/* NULL without STATS_VQ */
+	struct virtqueue *report_vq;	/* NULL without REPORTING */
 
 	/*
 	 * Behaviour derived from the negotiated features, set in one place
@@ -110,6 +118,9 @@ struct vballoon {
 	bool tell_host;		/* MUST_TELL_HOST: deflate acked before reuse */
 	bool deflate_on_oom;	/* DEFLATE_ON_OOM: pressure may deflate */
 	bool adjust_managed;	/* balloon pages leave MemTotal */
+	bool host_stats;	/* STATS_VQ: answer the host's stats requests */
+	bool reporting;		/* REPORTING: report free pages */
+	bool page_poison;	/* PAGE_POISON: host told our poison value */
 
 	struct workqueue_struct *wq;
 	struct delayed_work work;
@@ -169,6 +180,23 @@ struct vballoon {
 	struct vb_policy policy;
 	struct vb_counters stats;
 
+	/*
+	 * Statistics for the host: stats_work refills stats_buf and hands it
+	 * back whenever the host returns it; nothing on that path allocates.
+	 * stats_buf is owned by the device while queued, by stats_work else.
+	 */
+	struct work_struct stats_work;
+	struct virtio_balloon_stat stats_buf[VB_NR_STATS];
+	unsigned long vm_events[NR_VM_EVENT_ITEMS];
+
+	/*
+	 * Free page reporting.  report_busy (under vq_lock) is set while the
+	 * host holds a report; the reporting core serialises reports.
+	 */
+	struct page_reporting_dev_info pr_dev;
+	bool pr_registered;
+	bool report_busy;
+
 	/* actual_lock orders writes of config.actual; actual is the last one. */
 	struct mutex actual_lock;
 	u32 actual;
@@ -200,11 +228,19 @@ void vb_policy_inflated(struct vballoon *vb, unsigned long pages);
 int vb_pressure_register(struct vballoon *vb);
 void vb_pressure_unregister(struct vballoon *vb);
 
+/* vb_report.c */
+void vb_report_vq_done(struct virtqueue *vq);
+void vb_report_start(struct vballoon *vb);
+void vb_report_stop(struct vballoon *vb);
+
 /* vb_sysfs.c */
 int vb_sysfs_add(struct vballoon *vb);
 void vb_sysfs_remove(struct vballoon *vb);
 
 /* vb_stats.c */
+void vb_stats_vq_done(struct virtqueue *vq);
+void vb_stats_work_fn(struct work_struct *work);
+void vb_stats_start(struct vballoon *vb);
 void vb_debugfs_init(void);
 void vb_debugfs_exit(void);
 void vb_debugfs_add(struct vballoon *vb);

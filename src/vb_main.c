@@ -8,8 +8,11 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/poison.h>
 #include <linux/slab.h>
+#include <linux/string_helpers.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 
@@ -18,11 +21,14 @@
 /*
  * The features this driver implements.  The virtio core negotiates only
  * what is listed here, so an offered feature that is not in this table
- * (STATS_VQ, FREE_PAGE_HINT, PAGE_POISON, REPORTING) is declined.
+ * (FREE_PAGE_HINT, used for migration) is declined.
  */
 static unsigned int vb_features[] = {
 	VIRTIO_BALLOON_F_MUST_TELL_HOST,
+	VIRTIO_BALLOON_F_STATS_VQ,
 	VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
+	VIRTIO_BALLOON_F_PAGE_POISON,
+	VIRTIO_BALLOON_F_REPORTING,
 };
 
 static const struct virtio_device_id vb_id_table[] = {
@@ -40,6 +46,10 @@ static void vb_read_features(struct vballoon *vb)
 					   VIRTIO_BALLOON_F_MUST_TELL_HOST);
 	vb->deflate_on_oom = virtio_has_feature(vdev,
 						VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
+	vb->host_stats = virtio_has_feature(vdev, VIRTIO_BALLOON_F_STATS_VQ);
+	vb->reporting = virtio_has_feature(vdev, VIRTIO_BALLOON_F_REPORTING);
+	vb->page_poison = virtio_has_feature(vdev,
+					     VIRTIO_BALLOON_F_PAGE_POISON);
 	/*
 	 * Without DEFLATE_ON_OOM ballooned memory is gone until the host
 	 * gives it back, so it leaves MemTotal.  With it, the guest may take
@@ -57,6 +67,24 @@ static int vb_validate(struct virtio_device *vdev)
 	 * device would make them meaningless.
 	 */
 	__virtio_clear_bit(vdev, VIRTIO_F_ACCESS_PLATFORM);
+	/*
+	 * PAGE_POISON tells the host what free pages contain.  It only means
+	 * something when the guest fills freed pages (page_poison=1 or
+	 * init_on_free=1); otherwise decline it.
+	 */
+	if (!page_poisoning_enabled_static() && !want_init_on_free())
+		__virtio_clear_bit(vdev, VIRTIO_BALLOON_F_PAGE_POISON);
+	return 0;
+}
+
+/*
+ * What freed pages hold: page poisoning takes precedence over
+ * init_on_free in the page allocator, and init_on_free means zeroes.
+ */
+static u32 vb_poison_val(void)
+{
+	if (page_poisoning_enabled_static())
+		return PAGE_POISON * 0x01010101U;
 	return 0;
 }
 
@@ -101,12 +129,23 @@ static int vb_init_vqs(struct vballoon *vb)
 	names[n++] = "inflate";
 	callbacks[n] = vb_vq_done;
 	names[n++] = "deflate";
+	if (vb->host_stats) {
+		callbacks[n] = vb_stats_vq_done;
+		names[n++] = "stats";
+	}
+	if (vb->reporting) {
+		callbacks[n] = vb_report_vq_done;
+		names[n++] = "reporting";
+	}
 
 	err = vb_find_vqs(vb->vdev, n, vqs, callbacks, names);
 	if (err)
 		return err;
-	vb->inflate_vq = vqs[0];
-	vb->deflate_vq = vqs[1];
+	n = 0;
+	vb->inflate_vq = vqs[n++];
+	vb->deflate_vq = vqs[n++];
+	vb->stats_vq = vb->host_stats ? vqs[n++] : NULL;
+	vb->report_vq = vb->reporting ? vqs[n++] : NULL;
 	return 0;
 }
 
@@ -120,6 +159,14 @@ static int vb_start(struct vballoon *vb)
 	if (err)
 		return err;
 
+	/* Written before DRIVER_OK and never changed while it is set. */
+	if (vb->page_poison) {
+		u32 poison = vb_poison_val();
+
+		virtio_cwrite_le(vb->vdev, struct virtio_balloon_config,
+				 poison_val, &poison);
+	}
+
 	virtio_device_ready(vb->vdev);
 
 	mutex_lock(&vb->pressure_lock);
@@ -130,6 +177,8 @@ static int vb_start(struct vballoon *vb)
 	vb->stopping = false;
 	spin_unlock_irq(&vb->stop_lock);
 
+	vb_stats_start(vb);
+	vb_report_start(vb);
 	/* Pick up a target the host set before we were ready. */
 	vb_queue_work(vb, 0);
 	return 0;
@@ -147,6 +196,9 @@ static void vb_stop(struct vballoon *vb)
 	/* Wake a worker waiting for acks so it sees stopping. */
 	wake_up_all(&vb->acked);
 	cancel_delayed_work_sync(&vb->work);
+	cancel_work_sync(&vb->stats_work);
+	/* Returns once no report is in flight; none start after. */
+	vb_report_stop(vb);
 
 	/* Shrinker deflations from here on find the queues unusable. */
 	mutex_lock(&vb->pressure_lock);
@@ -187,12 +239,18 @@ static int vb_probe(struct virtio_device *vdev)
 	INIT_LIST_HEAD(&vb->chunks);
 	INIT_LIST_HEAD(&vb->pages);
 	INIT_DELAYED_WORK(&vb->work, vb_work_fn);
+	INIT_WORK(&vb->stats_work, vb_stats_work_fn);
 
 	err = vb_engine_init(vb);
 	if (err)
 		goto out_free_vb;
 
-	vb->wq = alloc_workqueue("vballoon", WQ_FREEZABLE | WQ_UNBOUND, 0);
+	/*
+	 * Unbound so statistics never wait behind a long inflation; a
+	 * rescuer so they keep flowing when memory is short.
+	 */
+	vb->wq = alloc_workqueue("vballoon", WQ_FREEZABLE | WQ_UNBOUND |
+				 WQ_MEM_RECLAIM, 0);
 	if (!vb->wq) {
 		err = -ENOMEM;
 		goto out_engine_exit;
@@ -215,10 +273,10 @@ static int vb_probe(struct virtio_device *vdev)
 
 	vb_debugfs_add(vb);
 	dev_info(&vdev->dev,
-		 "bound: must-tell-host %s, deflate-on-oom %s, floor %llu KiB\n",
-		 vb->tell_host ? "on" : "off",
-		 vb->deflate_on_oom ? "on" : "off",
-		 VB_PAGES_TO_KB(vb->floor));
+		 "bound: must-tell-host %s, deflate-on-oom %s, stats %s, reporting %s, page-poison %s, floor %llu KiB\n",
+		 str_on_off(vb->tell_host), str_on_off(vb->deflate_on_oom),
+		 str_on_off(vb->host_stats), str_on_off(vb->reporting),
+		 str_on_off(vb->page_poison), VB_PAGES_TO_KB(vb->floor));
 	return 0;
 
 out_sysfs_remove:

@@ -1,15 +1,129 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vballoon: counters.  /sys/kernel/debug/vballoon/<device>/stats shows,
- * one "name value" per line, why the balloon is where it is.
+ * vballoon: statistics.
+ *
+ * For the host (STATS_VQ): one buffer of (tag, value) pairs lives on the
+ * stats queue.  The host returns it when it wants fresh figures; the
+ * callback queues stats_work, which refills the same buffer from the
+ * guest's own counters and hands it back.  No allocation anywhere on that
+ * path, so statistics keep flowing under memory pressure, and the work
+ * runs on an unbound queue, so it never waits for the balloon worker.
+ *
+ * For the admin: /sys/kernel/debug/vballoon/<device>/stats shows, one
+ * "name value" per line, why the balloon is where it is.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/debugfs.h>
 #include <linux/jiffies.h>
+#include <linux/mm.h>
+#include <linux/scatterlist.h>
 #include <linux/seq_file.h>
+#include <linux/vmstat.h>
 
 #include "vballoon.h"
+
+static void vb_stat(struct vballoon *vb, unsigned int *i, u16 tag, u64 val)
+{
+	vb->stats_buf[*i].tag = cpu_to_virtio16(vb->vdev, tag);
+	vb->stats_buf[*i].val = cpu_to_virtio64(vb->vdev, val);
+	(*i)++;
+}
+
+static u64 vb_bytes(unsigned long pages)
+{
+	return (u64)pages << PAGE_SHIFT;
+}
+
+/* Fill stats_buf; returns the number of entries. */
+static unsigned int vb_stats_fill(struct vballoon *vb)
+{
+	unsigned long *ev = vb->vm_events;
+	unsigned long stall = 0;
+	struct sysinfo si;
+	unsigned int i = 0, zid;
+
+	si_meminfo(&si);
+#ifdef CONFIG_VM_EVENT_COUNTERS
+	all_vm_events(ev);
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_SWAP_IN, vb_bytes(ev[PSWPIN]));
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_SWAP_OUT, vb_bytes(ev[PSWPOUT]));
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_MAJFLT, ev[PGMAJFAULT]);
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_MINFLT, ev[PGFAULT]);
+#ifdef CONFIG_HUGETLB_PAGE
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_HTLB_PGALLOC, ev[HTLB_BUDDY_PGALLOC]);
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_HTLB_PGFAIL,
+		ev[HTLB_BUDDY_PGALLOC_FAIL]);
+#endif
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_OOM_KILL, ev[OOM_KILL]);
+	/* One ALLOCSTALL counter per zone type, laid out in zone order. */
+	for (zid = 0; zid < MAX_NR_ZONES; zid++)
+		stall += ev[ALLOCSTALL_NORMAL - ZONE_NORMAL + zid];
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_ALLOC_STALL, stall);
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_ASYNC_SCAN,
+		vb_bytes(ev[PGSCAN_KSWAPD]));
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_DIRECT_SCAN,
+		vb_bytes(ev[PGSCAN_DIRECT]));
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_ASYNC_RECLAIM,
+		vb_bytes(ev[PGSTEAL_KSWAPD]));
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_DIRECT_RECLAIM,
+		vb_bytes(ev[PGSTEAL_DIRECT]));
+#endif
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_MEMFREE, vb_bytes(si.freeram));
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_MEMTOT, vb_bytes(si.totalram));
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_AVAIL, vb_bytes(si_mem_available()));
+	vb_stat(vb, &i, VIRTIO_BALLOON_S_CACHES,
+		vb_bytes(global_node_page_state(NR_FILE_PAGES)));
+	return i;
+}
+
+/* Refill the buffer and give it to the host.  Owns stats_buf. */
+static void vb_stats_send(struct vballoon *vb)
+{
+	struct scatterlist sg;
+	unsigned int n, len;
+	bool notify;
+	int err;
+
+	n = vb_stats_fill(vb);
+	sg_init_one(&sg, vb->stats_buf, n * sizeof(vb->stats_buf[0]));
+
+	spin_lock_irq(&vb->vq_lock);
+	/* Take back the buffer the host returned (none on the first call). */
+	virtqueue_get_buf(vb->stats_vq, &len);
+	err = virtqueue_add_outbuf(vb->stats_vq, &sg, 1, vb,
+				   GFP_NOWAIT | __GFP_NOWARN);
+	notify = !err && virtqueue_kick_prepare(vb->stats_vq);
+	spin_unlock_irq(&vb->vq_lock);
+	if (notify)
+		virtqueue_notify(vb->stats_vq);
+	if (err)
+		dev_warn_ratelimited(&vb->vdev->dev,
+				     "cannot queue statistics: %d\n", err);
+}
+
+void vb_stats_vq_done(struct virtqueue *vq)
+{
+	struct vballoon *vb = vq->vdev->priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vb->stop_lock, flags);
+	if (!vb->stopping)
+		queue_work(vb->wq, &vb->stats_work);
+	spin_unlock_irqrestore(&vb->stop_lock, flags);
+}
+
+void vb_stats_work_fn(struct work_struct *work)
+{
+	vb_stats_send(container_of(work, struct vballoon, stats_work));
+}
+
+/* Prime the queue: the host returns this buffer to ask for statistics. */
+void vb_stats_start(struct vballoon *vb)
+{
+	if (vb->host_stats)
+		vb_stats_send(vb);
+}
 
 static struct dentry *vb_debugfs_root;
 
