@@ -30,6 +30,9 @@
 
 #include "vballoon.h"
 
+#define CREATE_TRACE_POINTS
+#include "vb_trace.h"
+
 /*
  * Balloon pages must not disturb the guest: no OOM killer, no dipping into
  * reserves, no warnings; reclaim may take clean page cache.  Chunks do not
@@ -494,6 +497,12 @@ static unsigned long vb_move(struct vballoon *vb, bool inflate,
 	else
 		vb->stats.deflate_ns += ktime_to_ns(ktime_sub(ktime_get(), start));
 	spin_unlock(&vb->lock);
+	if (inflate)
+		trace_vballoon_inflate(want, moved, READ_ONCE(vb->nr_held),
+				       failed);
+	else
+		trace_vballoon_deflate(want, moved, READ_ONCE(vb->nr_held),
+				       false);
 
 	*short_alloc = failed;
 	return moved;

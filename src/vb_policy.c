@@ -30,6 +30,7 @@
 #include <linux/vmstat.h>
 
 #include "vballoon.h"
+#include "vb_trace.h"
 
 #define VB_FLOOR_MIN		(SZ_128M >> PAGE_SHIFT)
 #define VB_HOLDOFF_DEFAULT	(3 * HZ)
@@ -144,7 +145,7 @@ void vb_policy_inflated(struct vballoon *vb, unsigned long pages)
 static void vb_policy_pressure(struct vballoon *vb, unsigned long pages)
 {
 	struct vb_policy *p = &vb->policy;
-	unsigned long now = jiffies, holdoff;
+	unsigned long now = jiffies, holdoff, debt;
 
 	spin_lock(&vb->lock);
 	if (time_after(now, p->last_pressure + VB_PRESSURE_QUIET)) {
@@ -161,8 +162,11 @@ static void vb_policy_pressure(struct vballoon *vb, unsigned long pages)
 	vb->stats.pressure_events++;
 	vb->stats.pressure_pages += pages;
 	holdoff = p->holdoff;
+	debt = p->debt;
 	spin_unlock(&vb->lock);
 
+	trace_vballoon_pressure(pages, READ_ONCE(vb->nr_held), debt,
+				jiffies_to_msecs(holdoff));
 	vb_queue_work(vb, holdoff);
 }
 
