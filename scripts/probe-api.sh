@@ -51,13 +51,6 @@ void vb_probe(void)
 		shrinker_free(s);
 }'
 
-# The shrinker private pointer came with shrinker_alloc(), but check it.
-probe VB_HAVE_SHRINKER_PRIVATE '
-void *vb_probe(struct shrinker *s)
-{
-	return s->private_data;
-}'
-
 # 6.0 added a name to register_shrinker().
 probe VB_HAVE_REGISTER_SHRINKER_NAME '
 struct shrinker vb_s;

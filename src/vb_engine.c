@@ -35,9 +35,10 @@
 
 /*
  * Balloon pages must not disturb the guest: no OOM killer, no dipping into
- * reserves, no warnings; reclaim may take clean page cache.  Chunks do not
- * wake kswapd: a failed 2 MiB attempt falls back to single pages instead
- * of making the guest compact for us.
+ * reserves, no warnings; direct reclaim may take clean page cache.  Chunks
+ * try one light round of reclaim and compaction in our own context but do
+ * not wake kswapd or kcompactd: a failed 2 MiB attempt falls back to single
+ * pages for VB_CHUNK_RETRY instead of making the whole guest work for us.
  */
 #define VB_GFP_PAGE	(GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOWARN | \
 			 __GFP_NOMEMALLOC)
@@ -52,6 +53,10 @@
 #define VB_ACK_POLL		(HZ / 2)
 /* How long remove/freeze waits for a host that does not acknowledge. */
 #define VB_DRAIN_TIMEOUT	(5 * HZ)
+/* Most pages one worker run moves before it requeues itself. */
+#define VB_WORK_BATCH		(SZ_128M >> PAGE_SHIFT)
+/* "Requeue at once" for the worker (0 means "do not requeue"). */
+#define VB_AGAIN_NOW		1
 
 static struct vb_req *vb_req_alloc(void)
 {
@@ -536,8 +541,9 @@ void vb_work_fn(struct work_struct *work)
 		again = 0;
 		target = vb_policy_target(vb, held, &again);
 		if (target > held) {
-			moved = vb_move(vb, true, target - held, &short_alloc,
-					true);
+			moved = vb_move(vb, true,
+					min(target - held, VB_WORK_BATCH),
+					&short_alloc, true);
 			if (short_alloc) {
 				/* The guest has nothing to spare now. */
 				vb->alloc_backoff = clamp(vb->alloc_backoff * 2,
@@ -553,16 +559,20 @@ void vb_work_fn(struct work_struct *work)
 				break;
 			}
 		} else if (target < held) {
-			if (!vb_move(vb, false, held - target, &short_alloc,
-				     true))
+			if (!vb_move(vb, false,
+				     min(held - target, VB_WORK_BATCH),
+				     &short_alloc, true))
 				break;
 		} else {
 			break;
 		}
-		/* The policy asked to pace this move: come back later. */
-		if (again)
-			break;
-		cond_resched();
+		/*
+		 * Come back later when the policy paces this move, or after
+		 * each batch, so the freezer never waits for a whole run.
+		 */
+		if (!again)
+			again = VB_AGAIN_NOW;
+		break;
 	}
 	mutex_unlock(&vb->engine_lock);
 
@@ -597,8 +607,11 @@ static unsigned long vb_pressure_round(struct vballoon *vb, unsigned long want)
 }
 
 /*
- * Deflate for the shrinker.  Called from reclaim: never waits for a lock,
- * never allocates.  Returns the pages given back to the guest.
+ * Deflate for the shrinker.  Called from reclaim: it only tries
+ * pressure_lock, allocates nothing that can sleep (a ring may take an
+ * indirect table with GFP_NOWAIT), takes actual_lock only around one
+ * config write, and waits at most VB_ACK_POLL per request for the host.
+ * Returns the pages given back to the guest.
  */
 unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want)
 {

@@ -98,13 +98,24 @@ u32 vb_host_target(struct vballoon *vb)
 	return num_pages / VB_PFNS_PER_PAGE;
 }
 
+/*
+ * Run the worker after @delay jiffies, or earlier if a run is already due
+ * sooner: a request never postpones one made before it.
+ */
 void vb_queue_work(struct vballoon *vb, unsigned long delay)
 {
+	struct delayed_work *dw = &vb->work;
 	unsigned long flags;
 
 	spin_lock_irqsave(&vb->stop_lock, flags);
-	if (!vb->stopping)
-		mod_delayed_work(vb->wq, &vb->work, delay);
+	if (vb->stopping)
+		goto out_unlock;
+	if (!delay || (delayed_work_pending(dw) &&
+		       time_before(jiffies + delay, READ_ONCE(dw->timer.expires))))
+		mod_delayed_work(vb->wq, dw, delay);
+	else
+		queue_delayed_work(vb->wq, dw, delay);
+out_unlock:
 	spin_unlock_irqrestore(&vb->stop_lock, flags);
 }
 
