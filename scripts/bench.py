@@ -1,0 +1,833 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Compare vballoon with the in-tree virtio_balloon (``make bench``).
+
+    scripts/bench.py [--kernels K61,K612] [--reps N] [--quick] [--out DIR]
+
+For every kernel and repetition, drivers alternate (in-tree, vballoon) and
+each run gets a freshly booted guest:
+
+cycle      the guest touches most of its RAM and exits; the host's QEMU RSS
+           and AnonHugePages are read; the balloon inflates (timed until
+           query-balloon reports the target), deflates (timed likewise),
+           and the guest touches the memory again, after which the host's
+           AnonHugePages are read once more.
+host       scripts/madv_bench (built beside the results): MADV_DONTNEED of
+           the ballooned amount per 4 KiB, per 2 MiB and in one call.
+pressure   a guest with deflate-on-oom=on is ballooned down, then runs a
+           program that needs more than is left: its run time, OOM kills,
+           and how long until the balloon is back at the host's target.
+           One unballooned guest (driver "none") gives the reference time.
+hugepage   once per kernel and driver, a guest whose RAM is a hugetlb memfd
+           inflates by 1 GiB; how much host memory comes back.
+
+Writes DIR/raw.csv (one row per measurement), DIR/bench.csv (median, min,
+max per kernel, driver and metric, with the vballoon/in-tree ratio of the
+medians), DIR/summary.txt (what is printed), DIR/meta.txt, DIR/bench.png
+(gnuplot) and guest logs under DIR/logs.
+
+Exit status 0 when the benchmark ran, whatever the numbers; 1 when
+something broke functionally (a guest did not boot, a driver did not bind,
+the balloon never reached its target, the guest kernel complained); 2 on
+bad usage.
+"""
+
+import argparse
+import csv
+import datetime
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from vm import (GiB, MiB, QEMU, ROOT, VM, VMError, build_initrd,  # noqa: E402
+                load_kernels_env)
+
+DRIVERS = ('inkernel', 'vballoon')
+INF = float('inf')
+POLL = 0.01                      # query-balloon poll interval, seconds
+
+# Sizes in MiB.  'touch' lists what the guest tries to map, largest first:
+# the first size that works is used and recorded.
+FULL = {'mem': 2048, 'touch': (1536, 1400, 1300, 1200), 'inflate_to': 512,
+        'pressure_to': 768, 'pressure_touch': 1200, 'giveup': 30.0,
+        'huge_inflate': 1024, 'huge_pages': 1100}
+QUICK = {'mem': 1024, 'touch': (768, 700, 640), 'inflate_to': 256,
+         'pressure_to': 384, 'pressure_touch': 600, 'giveup': 15.0,
+         'huge_inflate': 512, 'huge_pages': 560}
+
+# Per-metric: label for the table, format.
+METRICS = [
+    ('boot_s', 'guest boot (s)', '%.2f'),
+    ('touch_mib', 'guest touched (MiB)', '%.0f'),
+    ('touch_s', 'first touch (s)', '%.2f'),
+    ('rss_before_mib', 'QEMU RSS before (MiB)', '%.0f'),
+    ('thp_before_mib', 'THP before (MiB)', '%.0f'),
+    ('inflate_s', 'inflate (s)', '%.3f'),
+    ('inflate_us_per_page', 'inflate (us/4KiB)', '%.2f'),
+    ('rss_after_inflate_mib', 'QEMU RSS after inflate (MiB)', '%.0f'),
+    ('rss_returned_ratio', 'RSS returned / ballooned', '%.3f'),
+    ('deflate_s', 'deflate (s)', '%.3f'),
+    ('retouch_s', 're-touch (s)', '%.2f'),
+    ('rss_after_cycle_mib', 'QEMU RSS after cycle (MiB)', '%.0f'),
+    ('thp_after_mib', 'THP after cycle (MiB)', '%.0f'),
+    ('thp_survival', 'THP after / before', '%.3f'),
+    ('madv_4k_s', 'host DONTNEED per 4K (s)', '%.3f'),
+    ('madv_2m_s', 'host DONTNEED per 2M (s)', '%.4f'),
+    ('madv_all_s', 'host DONTNEED one call (s)', '%.4f'),
+    ('pressure_prog_s', 'pressure: program (s)', '%.2f'),
+    ('pressure_wall_s', 'pressure: program wall (s)', '%.2f'),
+    ('pressure_oom_kills', 'pressure: OOM kills', '%.0f'),
+    ('pressure_deflated_mib', 'pressure: deflated (MiB)', '%.0f'),
+    ('pressure_back_s', 'pressure: back at target (s)', '%.2f'),
+    ('huge_inflate_s', 'hugetlb: inflate (s)', '%.3f'),
+    ('huge_pool_freed_mib', 'hugetlb: host pool freed (MiB)', '%.0f'),
+    ('huge_hugetlb_drop_mib', 'hugetlb: HugetlbPages drop (MiB)', '%.0f'),
+    ('huge_vmrss_drop_mib', 'hugetlb: VmRSS drop (MiB)', '%.0f'),
+    ('huge_returned_ratio', 'hugetlb: freed / ballooned', '%.3f'),
+]
+METRIC_INFO = {m[0]: m for m in METRICS}
+
+
+class Broken(Exception):
+    """Something failed functionally (not a slow number)."""
+
+
+def log(msg):
+    stamp = time.strftime('%H:%M:%S')
+    for line in str(msg).splitlines():
+        print('[bench %s] %s' % (stamp, line), file=sys.stderr, flush=True)
+
+
+def fmt_num(metric, v):
+    if v is None:
+        return '-'
+    if math.isinf(v):
+        return 'never' if metric == 'pressure_back_s' else 'inf'
+    s = METRIC_INFO[metric][2] % v if metric in METRIC_INFO else '%g' % v
+    return s[1:] if re.fullmatch(r'-0(\.0*)?', s) else s
+
+
+def host_meminfo():
+    d = {}
+    with open('/proc/meminfo') as f:
+        for line in f:
+            k, v = line.split(':', 1)
+            d[k] = int(v.split()[0])
+    return d
+
+
+def proc_status(pid):
+    d = {}
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            k, v = line.split(':', 1)
+            parts = v.split()
+            if parts and parts[0].isdigit():
+                d[k] = int(parts[0])
+    return d
+
+
+class Bench:
+    def __init__(self, args, kernels):
+        self.args = args
+        self.kernels = kernels          # [(name, release)]
+        self.sz = QUICK if args.quick else FULL
+        self.out = os.path.abspath(args.out)
+        self.logs = os.path.join(self.out, 'logs')
+        os.makedirs(self.logs, exist_ok=True)
+        self.raw = []                   # dicts: kernel driver rep metric value
+        self.failures = []
+        self.notes = []
+        self.initrds = {}
+        self.huge_status = {}           # kernel -> text
+        self.madv = os.path.join(ROOT, 'build', 'bench', 'madv_bench')
+
+    # ------------------------------------------------------------------
+    def record(self, kernel, driver, rep, metric, value):
+        self.raw.append({'kernel': kernel, 'driver': driver, 'rep': rep,
+                         'metric': metric, 'value': float(value)})
+
+    def fail(self, what, err, vm=None):
+        msg = '%s: %s' % (what, err)
+        log('FAILED ' + msg)
+        self.failures.append(msg)
+
+    def initrd(self, kver, driver):
+        key = (kver, driver)
+        if key not in self.initrds:
+            path = os.path.join(self.out, 'initrd-%s-%s.gz' % (kver, driver))
+            build_initrd(kver, driver, path)
+            self.initrds[key] = path
+        return self.initrds[key]
+
+    def boot(self, kver, driver, name, **kw):
+        vm = VM(kver, driver, mem='%dM' % self.sz['mem'],
+                initrd=self.initrd(kver, driver), log_dir=self.logs,
+                name=name, **kw)
+        try:
+            if driver != 'none':
+                rc, out = vm.sh('vb-load', timeout=60)
+                if rc != 0:
+                    raise Broken('vb-load failed: ' + out.strip())
+                deadline = time.monotonic() + 10
+                while vm.sysfs_dir() is None:
+                    if time.monotonic() > deadline:
+                        raise Broken('%s did not bind to the balloon' % driver)
+                    time.sleep(0.2)
+        except BaseException:
+            vm.close()
+            raise
+        return vm
+
+    @staticmethod
+    def wait_actual(vm, target, t0, timeout):
+        """Poll query-balloon every POLL s until it equals target; return
+        seconds since t0, or None after timeout."""
+        want = vm.expected_actual(target)
+        while True:
+            if vm.query_balloon() == want:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                return None
+            time.sleep(POLL)
+
+    @staticmethod
+    def touch(vm, mib, timeout=600):
+        """Run vb_touch; return (rc, seconds or None, output)."""
+        rc, out = vm.sh('vb_touch -m %d' % mib, timeout=timeout)
+        m = re.search(r'in ([0-9.]+) s', out)
+        return rc, (float(m.group(1)) if m and rc == 0 else None), out
+
+    @staticmethod
+    def oom_kills(vm):
+        n = vm.vmstat().get('oom_kill', 0)
+        console = len(re.findall(r'Killed process \d+', vm.console_text()))
+        return n, console
+
+    def console_problems(self, vm, pressure=False):
+        bad = vm.bad_console_lines()
+        if pressure:
+            # OOM and allocation-failure reports carry a call trace; that
+            # is the scenario, not a bug.
+            text = vm.console_text()
+            if re.search(r'invoked oom-killer|page allocation failure',
+                         text):
+                bad = [b for b in bad if 'Call Trace' not in b]
+        return bad
+
+    # ------------------------------------------------------------------
+    def run_host(self, kname, rep):
+        mib = self.sz['mem'] - self.sz['inflate_to']
+        p = subprocess.run([self.madv, '-m', str(mib)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=300)
+        if p.returncode != 0:
+            self.fail('%s madv_bench' % kname, p.stdout.strip())
+            return
+        vals = dict(line.split() for line in p.stdout.splitlines()
+                    if len(line.split()) == 2)
+        for src, dst in (('dontneed_4k_s', 'madv_4k_s'),
+                         ('dontneed_2m_s', 'madv_2m_s'),
+                         ('dontneed_all_s', 'madv_all_s')):
+            self.record(kname, 'host', rep, dst, float(vals[src]))
+        log('%s host: DONTNEED %d MiB per 4K %.3f s, per 2M %.4f s' % (
+            kname, mib, float(vals['dontneed_4k_s']),
+            float(vals['dontneed_2m_s'])))
+
+    def run_cycle(self, kname, kver, driver, rep):
+        sz = self.sz
+        name = '%s-cycle-%s-r%d' % (kname, driver, rep)
+        vm = self.boot(kver, driver, name)
+        try:
+            rec = lambda m, v: self.record(kname, driver, rep, m, v)  # noqa
+            rec('boot_s', vm.boot_time)
+            mem = vm.mem_bytes
+            if vm.query_balloon() != mem:
+                raise Broken('balloon not empty after boot')
+            for mib in sz['touch']:
+                rc, secs, out = self.touch(vm, mib)
+                if rc == 0:
+                    break
+                log('%s: vb_touch -m %d failed (rc %d), trying less' % (
+                    name, mib, rc))
+            else:
+                raise Broken('guest could not touch even %d MiB: %s' % (
+                    mib, out.strip()))
+            rec('touch_mib', mib)
+            rec('touch_s', secs)
+            rss0, thp0 = vm.rss_kib(), vm.anon_huge_kib()
+            rec('rss_before_mib', rss0 / 1024)
+            rec('thp_before_mib', thp0 / 1024)
+
+            target = sz['inflate_to'] * MiB
+            ballooned = mem - vm.expected_actual(target)
+            t0 = time.monotonic()
+            vm.balloon(target)
+            t = self.wait_actual(vm, target, t0, 180)
+            if t is None:
+                raise Broken('inflate to %d MiB never reached (at %d MiB)'
+                             % (sz['inflate_to'], vm.query_balloon() >> 20))
+            rec('inflate_s', t)
+            rec('inflate_us_per_page', t * 1e6 / (ballooned >> 12))
+            time.sleep(0.3)
+            rss1 = vm.rss_kib()
+            rec('rss_after_inflate_mib', rss1 / 1024)
+            rec('rss_returned_ratio', (rss0 - rss1) * 1024.0 / ballooned)
+
+            t0 = time.monotonic()
+            vm.balloon(mem)
+            td = self.wait_actual(vm, mem, t0, 180)
+            if td is None:
+                raise Broken('deflate to %d MiB never reached (at %d MiB)'
+                             % (mem >> 20, vm.query_balloon() >> 20))
+            rec('deflate_s', td)
+
+            rc, secs, out = self.touch(vm, mib)
+            if rc != 0:
+                raise Broken('re-touch of %d MiB after deflate failed: %s'
+                             % (mib, out.strip()))
+            rec('retouch_s', secs)
+            rss2, thp2 = vm.rss_kib(), vm.anon_huge_kib()
+            rec('rss_after_cycle_mib', rss2 / 1024)
+            rec('thp_after_mib', thp2 / 1024)
+            rec('thp_survival', thp2 / thp0 if thp0 else 0.0)
+            bad = self.console_problems(vm)
+            if bad:
+                raise Broken('guest console: ' + bad[0])
+            log('%s: inflate %.3f s, deflate %.3f s, RSS %d->%d MiB, '
+                'THP %d->%d MiB' % (name, t, td, rss0 >> 10, rss1 >> 10,
+                                    thp0 >> 10, thp2 >> 10))
+        finally:
+            vm.close()
+
+    def run_pressure(self, kname, kver, driver, rep):
+        sz = self.sz
+        name = '%s-pressure-%s-r%d' % (kname, driver, rep)
+        vm = self.boot(kver, driver, name, balloon_opts='deflate-on-oom=on')
+        try:
+            rec = lambda m, v: self.record(kname, driver, rep, m, v)  # noqa
+            target = sz['pressure_to'] * MiB
+            if driver != 'none':
+                t0 = time.monotonic()
+                vm.balloon(target)
+                if self.wait_actual(vm, target, t0, 180) is None:
+                    raise Broken('balloon to %d MiB never reached (at %d MiB)'
+                                 % (sz['pressure_to'],
+                                    vm.query_balloon() >> 20))
+            oom0, con0 = self.oom_kills(vm)
+            t0 = time.monotonic()
+            rc, secs, out = self.touch(vm, sz['pressure_touch'], timeout=300)
+            wall = time.monotonic() - t0
+            t_end = time.monotonic()
+            rec('pressure_prog_s', secs if secs is not None else INF)
+            rec('pressure_wall_s', wall)
+            back = None
+            deflated = 0
+            if driver != 'none':
+                want = vm.expected_actual(target)
+                deflated = (vm.query_balloon() - want) >> 20
+                back = self.wait_actual(vm, target, t_end, sz['giveup'])
+                rec('pressure_deflated_mib', deflated)
+                rec('pressure_back_s', back if back is not None else INF)
+            oom1, con1 = self.oom_kills(vm)
+            kills = max(oom1 - oom0, con1 - con0)
+            rec('pressure_oom_kills', kills)
+            bad = self.console_problems(vm, pressure=True)
+            if bad:
+                raise Broken('guest console: ' + bad[0])
+            log('%s: program rc %d %s s, OOM kills %d, deflated %d MiB, '
+                'back at target %s' % (
+                    name, rc, '%.2f' % secs if secs is not None else '-',
+                    kills, deflated,
+                    '-' if driver == 'none' else
+                    ('%.2f s' % back if back is not None else
+                     'never (%.0f s)' % sz['giveup'])))
+        finally:
+            vm.close()
+
+    # ------------------------------------------------------------------
+    def hugepage_setup(self):
+        """Make room for a hugetlb-backed guest; return (old nr_hugepages
+        or None if unchanged, reason to skip or None)."""
+        need = self.sz['mem'] // 2
+        try:
+            mi = host_meminfo()
+        except OSError as e:
+            return None, 'cannot read /proc/meminfo: %s' % e
+        if mi.get('Hugepagesize') != 2048:
+            return None, 'host huge page size is %s kB, not 2048' % (
+                mi.get('Hugepagesize'))
+        if mi.get('HugePages_Free', 0) >= need:
+            return None, None
+        path = '/proc/sys/vm/nr_hugepages'
+        try:
+            with open(path) as f:
+                old = int(f.read())
+            with open(path, 'w') as f:
+                f.write('%d\n' % max(old + need, self.sz['huge_pages']))
+        except OSError as e:
+            return None, 'cannot raise %s: %s' % (path, e)
+        free = host_meminfo().get('HugePages_Free', 0)
+        if free < need:
+            self.hugepage_restore(old)
+            return None, ('host gave only %d free 2 MiB pages, %d needed'
+                          % (free, need))
+        return old, None
+
+    @staticmethod
+    def hugepage_restore(old):
+        if old is None:
+            return
+        try:
+            with open('/proc/sys/vm/nr_hugepages', 'w') as f:
+                f.write('%d\n' % old)
+        except OSError as e:
+            log('could not restore nr_hugepages to %d: %s' % (old, e))
+
+    def run_hugepage(self, kname, kver, driver):
+        sz = self.sz
+        name = '%s-hugetlb-%s' % (kname, driver)
+        args = ['-object', 'memory-backend-memfd,id=mem,size=%dM,hugetlb=on,'
+                'hugetlbsize=2M' % sz['mem'],
+                '-machine', 'memory-backend=mem']
+        vm = self.boot(kver, driver, name, extra_qemu_args=args)
+        try:
+            rec = lambda m, v: self.record(kname, driver, 0, m, v)  # noqa
+            mib = sz['touch'][0]
+            for mib in sz['touch']:
+                rc, _, out = self.touch(vm, mib)
+                if rc == 0:
+                    break
+            else:
+                raise Broken('hugetlb guest could not touch memory: '
+                             + out.strip())
+            pid = vm.proc.pid
+            st0, mi0 = proc_status(pid), host_meminfo()
+            target = vm.mem_bytes - sz['huge_inflate'] * MiB
+            ballooned = vm.mem_bytes - vm.expected_actual(target)
+            t0 = time.monotonic()
+            vm.balloon(target)
+            t = self.wait_actual(vm, target, t0, 180)
+            if t is None:
+                raise Broken('hugetlb guest: inflate never reached target')
+            time.sleep(0.3)
+            st1, mi1 = proc_status(pid), host_meminfo()
+            freed = (mi1['HugePages_Free'] - mi0['HugePages_Free']) * 2
+            rec('huge_inflate_s', t)
+            rec('huge_pool_freed_mib', freed)
+            rec('huge_hugetlb_drop_mib', (st0.get('HugetlbPages', 0) -
+                                          st1.get('HugetlbPages', 0)) / 1024)
+            rec('huge_vmrss_drop_mib', (st0.get('VmRSS', 0) -
+                                        st1.get('VmRSS', 0)) / 1024)
+            rec('huge_returned_ratio', freed * MiB / ballooned)
+            t0 = time.monotonic()
+            vm.balloon(vm.mem_bytes)
+            if self.wait_actual(vm, vm.mem_bytes, t0, 180) is None:
+                raise Broken('hugetlb guest: deflate never reached target')
+            bad = self.console_problems(vm)
+            if bad:
+                raise Broken('guest console: ' + bad[0])
+            log('%s: inflate %d MiB in %.3f s; host pool freed %d MiB, '
+                'HugetlbPages %d -> %d MiB, VmRSS %d -> %d MiB' % (
+                    name, ballooned >> 20, t, freed,
+                    st0.get('HugetlbPages', 0) >> 10,
+                    st1.get('HugetlbPages', 0) >> 10,
+                    st0.get('VmRSS', 0) >> 10, st1.get('VmRSS', 0) >> 10))
+        finally:
+            vm.close()
+
+    def hugepage_all(self):
+        if self.args.no_hugepage:
+            for kname, _ in self.kernels:
+                self.huge_status[kname] = 'skipped: --no-hugepage'
+            return
+        old, reason = self.hugepage_setup()
+        try:
+            for kname, kver in self.kernels:
+                if reason:
+                    self.huge_status[kname] = 'skipped: ' + reason
+                    continue
+                errs = []
+                for driver in DRIVERS:
+                    try:
+                        self.run_hugepage(kname, kver, driver)
+                    except (Broken, VMError, OSError) as e:
+                        # A guest that will not boot on a memfd backend is
+                        # a limit of the set-up; a driver that breaks is
+                        # a failure.
+                        if isinstance(e, Broken):
+                            self.fail('%s hugetlb %s' % (kname, driver), e)
+                        errs.append('%s: %s' % (driver, str(e)[:200]))
+                self.huge_status[kname] = ('ran' if not errs else
+                                           'errors: ' + '; '.join(errs))
+        finally:
+            self.hugepage_restore(old)
+        if reason:
+            print('hugepage-backed: skipped: %s' % reason)
+
+    # ------------------------------------------------------------------
+    def guarded(self, what, fn, *a):
+        try:
+            fn(*a)
+        except (Broken, VMError, OSError, subprocess.SubprocessError) as e:
+            self.fail(what, e)
+
+    def run(self):
+        reps = self.args.reps
+        for kname, kver in self.kernels:
+            log('kernel %s (%s): %d rep(s)' % (kname, kver, reps))
+            for rep in range(reps):
+                self.guarded('%s host r%d' % (kname, rep), self.run_host,
+                             kname, rep)
+                for driver in DRIVERS:
+                    self.guarded('%s cycle %s r%d' % (kname, driver, rep),
+                                 self.run_cycle, kname, kver, driver, rep)
+                if self.args.no_pressure:
+                    continue
+                for driver in DRIVERS:
+                    self.guarded('%s pressure %s r%d' % (kname, driver, rep),
+                                 self.run_pressure, kname, kver, driver, rep)
+            if not self.args.no_pressure:
+                self.guarded('%s pressure none' % kname, self.run_pressure,
+                             kname, kver, 'none', 0)
+        self.hugepage_all()
+
+    # ------------------------------------------------------------------
+    def values(self, kname, driver, metric):
+        return [r['value'] for r in self.raw if r['kernel'] == kname and
+                r['driver'] == driver and r['metric'] == metric]
+
+    def stat(self, kname, driver, metric):
+        v = self.values(kname, driver, metric)
+        if not v:
+            return None
+        return statistics.median(v), min(v), max(v), len(v)
+
+    def med(self, kname, driver, metric):
+        s = self.stat(kname, driver, metric)
+        return s[0] if s else None
+
+    def write_csv(self):
+        with open(os.path.join(self.out, 'raw.csv'), 'w', newline='') as f:
+            w = csv.writer(f)
+            w.writerow(['kernel', 'release', 'driver', 'rep', 'metric',
+                        'value'])
+            rel = dict(self.kernels)
+            for r in self.raw:
+                w.writerow([r['kernel'], rel[r['kernel']], r['driver'],
+                            r['rep'], r['metric'], repr(r['value'])])
+        with open(os.path.join(self.out, 'bench.csv'), 'w', newline='') as f:
+            w = csv.writer(f)
+            w.writerow(['kernel', 'release', 'driver', 'metric', 'n',
+                        'median', 'min', 'max', 'ratio_vballoon_inkernel'])
+            for kname, kver in self.kernels:
+                for metric, _, _ in METRICS:
+                    for driver in DRIVERS + ('host', 'none'):
+                        s = self.stat(kname, driver, metric)
+                        if not s:
+                            continue
+                        ratio = ''
+                        if driver == 'vballoon':
+                            r = self.ratio(kname, metric)
+                            ratio = '' if r is None else repr(r)
+                        w.writerow([kname, kver, driver, metric, s[3],
+                                    repr(s[0]), repr(s[1]), repr(s[2]),
+                                    ratio])
+
+    def ratio(self, kname, metric):
+        a = self.med(kname, 'vballoon', metric)
+        b = self.med(kname, 'inkernel', metric)
+        if a is None or b is None:
+            return None
+        if math.isinf(a) or math.isinf(b) or b == 0:
+            return None
+        return a / b
+
+    def table(self):
+        lines = []
+
+        def cell(kname, driver, metric):
+            s = self.stat(kname, driver, metric)
+            if not s:
+                return '-'
+            if s[3] == 1:
+                return fmt_num(metric, s[0])
+            return '%s [%s, %s]' % (fmt_num(metric, s[0]),
+                                    fmt_num(metric, s[1]),
+                                    fmt_num(metric, s[2]))
+
+        for kname, kver in self.kernels:
+            lines.append('')
+            lines.append('== %s (%s): %d rep(s), guest %d MiB / 2 vCPU, '
+                         'inflate to %d MiB, pressure at %d MiB with a '
+                         '%d MiB program ==' % (
+                             kname, kver, self.args.reps, self.sz['mem'],
+                             self.sz['inflate_to'], self.sz['pressure_to'],
+                             self.sz['pressure_touch']))
+            lines.append('median [min, max]')
+            hdr = '%-34s %-28s %-28s %s' % ('metric', 'in-tree', 'vballoon',
+                                             'vb/in-tree')
+            lines.append(hdr)
+            lines.append('-' * len(hdr))
+            for metric, label, _ in METRICS:
+                a = cell(kname, 'inkernel', metric)
+                b = cell(kname, 'vballoon', metric)
+                if a == '-' and b == '-':
+                    continue
+                r = self.ratio(kname, metric)
+                rs = '-' if r is None else ('inf' if math.isinf(r) else
+                                            '%.2f' % r)
+                lines.append('%-34s %-28s %-28s %s' % (label, a, b, rs))
+            for metric, label, _ in METRICS:
+                for driver, what in (('host', 'host'),
+                                     ('none', 'no balloon')):
+                    c = cell(kname, driver, metric)
+                    if c != '-':
+                        lines.append('%-34s %s: %s' % (label, what, c))
+            lines.append('hugepage-backed guest: %s' %
+                         self.huge_status.get(kname, 'not run'))
+        return lines
+
+    def targets(self):
+        lines = ['', 'Targets (medians of this run):']
+        met = short = 0
+
+        def check(kname, ok, text):
+            nonlocal met, short
+            if ok is None:
+                lines.append('  [n/a ] %s: %s' % (kname, text))
+                return
+            if ok:
+                met += 1
+            else:
+                short += 1
+            lines.append('  [%s] %s: %s' % ('MET ' if ok else 'SHORT', kname,
+                                             text))
+
+        for kname, _ in self.kernels:
+            m = lambda d, x: self.med(kname, d, x)  # noqa: E731
+            vi, ki = m('vballoon', 'inflate_s'), m('inkernel', 'inflate_s')
+            if vi and ki:
+                check(kname, ki / vi >= 2.5,
+                      'inflate %.2fx faster than in-tree (%.3f s vs %.3f s; '
+                      'want >= 2.5x)' % (ki / vi, vi, ki))
+            else:
+                check(kname, None, 'inflate speed-up: not measured')
+            h4 = m('host', 'madv_4k_s')
+            if vi and h4:
+                check(kname, vi <= 1.25 * h4,
+                      'inflate %.3f s = %.2fx host per-4K MADV_DONTNEED '
+                      '%.3f s (want <= 1.25x)' % (vi, vi / h4, h4))
+            else:
+                check(kname, None, 'inflate vs host limit: not measured')
+            vd, kd = m('vballoon', 'deflate_s'), m('inkernel', 'deflate_s')
+            if vd and kd:
+                check(kname, kd / vd >= 3,
+                      'deflate %.2fx faster than in-tree (%.3f s vs %.3f s; '
+                      'want >= 3x)' % (kd / vd, vd, kd))
+            else:
+                check(kname, None, 'deflate speed-up: not measured')
+            rr = m('vballoon', 'rss_returned_ratio')
+            if rr is not None:
+                check(kname, rr >= 0.98,
+                      'QEMU RSS returned %.3f of the ballooned amount '
+                      '(in-tree %s; want >= 0.98)' % (
+                          rr, fmt_num('rss_returned_ratio',
+                                      m('inkernel', 'rss_returned_ratio'))))
+            ts = m('vballoon', 'thp_survival')
+            if ts is not None:
+                check(kname, ts >= 0.9,
+                      'host THP after the cycle %.1f%% of before (in-tree '
+                      '%.1f%%; want >= 90%%)' % (
+                          100 * ts, 100 * (m('inkernel', 'thp_survival')
+                                           or 0)))
+            vp, kp = (m('vballoon', 'pressure_prog_s'),
+                      m('inkernel', 'pressure_prog_s'))
+            if vp is not None and kp is not None:
+                ok = vp <= 0.7 * kp
+                check(kname, ok, 'pressure program %s s vs in-tree %s s '
+                      '(%s; want <= 0.7x; unballooned %s s)' % (
+                          fmt_num('pressure_prog_s', vp),
+                          fmt_num('pressure_prog_s', kp),
+                          'ratio %.2f' % (vp / kp) if not (
+                              math.isinf(vp) or math.isinf(kp)) else
+                          'a run failed',
+                          fmt_num('pressure_prog_s',
+                                  m('none', 'pressure_prog_s'))))
+                kills = sum(self.values(kname, 'vballoon',
+                                        'pressure_oom_kills'))
+                kk = sum(self.values(kname, 'inkernel', 'pressure_oom_kills'))
+                check(kname, kills == 0,
+                      'pressure OOM kills: %d over %d run(s) (in-tree %d; '
+                      'want 0)' % (kills, len(self.values(
+                          kname, 'vballoon', 'pressure_oom_kills')), kk))
+                vb = m('vballoon', 'pressure_back_s')
+                check(kname, vb is not None and vb <= 10,
+                      'back at target after pressure: %s (in-tree %s; want '
+                      '<= 10 s; given up after %.0f s)' % (
+                          fmt_num('pressure_back_s', vb),
+                          fmt_num('pressure_back_s',
+                                  m('inkernel', 'pressure_back_s')),
+                          self.sz['giveup']))
+            else:
+                check(kname, None, 'pressure scenario: not measured')
+            hv = m('vballoon', 'huge_pool_freed_mib')
+            hk = m('inkernel', 'huge_pool_freed_mib')
+            if hv is not None or hk is not None:
+                lines.append('  [info] %s: hugetlb-backed guest, %d MiB '
+                             'inflated: host pool got back vballoon %s MiB, '
+                             'in-tree %s MiB' % (
+                                 kname, self.sz['huge_inflate'],
+                                 fmt_num('huge_pool_freed_mib', hv),
+                                 fmt_num('huge_pool_freed_mib', hk)))
+            else:
+                lines.append('  [info] %s: hugepage-backed: %s' % (
+                    kname, self.huge_status.get(kname, 'not run')))
+        lines.append('%d target(s) met, %d short' % (met, short))
+        return lines
+
+    def plot(self):
+        dat = os.path.join(self.out, 'times.dat')
+        rows = []
+        for kname, _ in self.kernels:
+            for metric, what in (('inflate_s', 'inflate'),
+                                 ('deflate_s', 'deflate')):
+                cols = []
+                for driver in DRIVERS:
+                    s = self.stat(kname, driver, metric)
+                    cols += list(s[:3]) if s else [0, 0, 0]
+                rows.append('"%s %s" %s' % (kname, what, ' '.join(
+                    '%.6f' % c for c in cols)))
+        if not rows:
+            return 'no data to plot'
+        with open(dat, 'w') as f:
+            f.write('# label inkernel_med min max vballoon_med min max\n')
+            f.write('\n'.join(rows) + '\n')
+        png = os.path.join(self.out, 'bench.png')
+        last = 'gnuplot not run'
+        for term in ('png', 'pngcairo'):
+            script = '\n'.join([
+                'set terminal %s noenhanced size 900,540' % term,
+                'set output "%s"' % png,
+                'set title "Balloon inflate/deflate time, %d MiB, QEMU TCG '
+                '(median, min-max)"' % (self.sz['mem'] - self.sz['inflate_to']),
+                'set ylabel "seconds"',
+                'set style data histogram',
+                'set style histogram errorbars gap 2 lw 1',
+                'set style fill solid 0.6 border -1',
+                'set yrange [0:*]',
+                'set key top right',
+                'set grid ytics',
+                'plot "%s" using 2:3:4:xtic(1) title "in-tree virtio_balloon",'
+                ' "" using 5:6:7 title "vballoon"' % dat,
+            ])
+            with open(os.path.join(self.out, 'times.gp'), 'w') as f:
+                f.write(script + '\n')
+            try:
+                p = subprocess.run(['gnuplot'], input=script, text=True,
+                                   stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, timeout=60)
+            except (OSError, subprocess.SubprocessError) as e:
+                return 'gnuplot failed: %s' % e
+            if p.returncode == 0 and os.path.getsize(png) > 0:
+                return 'plot: %s (terminal %s)' % (png, term)
+            last = p.stdout.strip()[-300:]
+        return 'plot: no png or pngcairo terminal in gnuplot: %s' % last
+
+    def meta(self):
+        try:
+            qv = subprocess.run([QEMU, '--version'], stdout=subprocess.PIPE,
+                                text=True).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            qv = 'unknown'
+        try:
+            head = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short',
+                                   'HEAD'], stdout=subprocess.PIPE,
+                                  text=True).stdout.strip()
+        except OSError:
+            head = 'unknown'
+        thp = open('/sys/kernel/mm/transparent_hugepage/enabled').read()
+        return [
+            'date: %s' % datetime.datetime.now().astimezone().isoformat(
+                timespec='seconds'),
+            'qemu: %s (TCG, thread=multi)' % qv,
+            'host: %s, %d CPUs, THP %s' % (os.uname().release,
+                                           os.cpu_count(), thp.strip()),
+            'kernels: %s' % ', '.join('%s=%s' % k for k in self.kernels),
+            'vballoon commit: %s' % head,
+            'reps: %d%s' % (self.args.reps, ' (quick)' if self.args.quick
+                            else ''),
+        ]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--kernels', default='K61,K612',
+                    help='comma-separated names from kernels.env '
+                    '(default K61,K612)')
+    ap.add_argument('--reps', type=int, default=None,
+                    help='repetitions per driver (default 5, --quick 1)')
+    ap.add_argument('--quick', action='store_true',
+                    help='smoke run: 1 rep, first kernel, 1 GiB guest')
+    ap.add_argument('--out', default=os.path.join(ROOT, 'build', 'bench'))
+    ap.add_argument('--no-pressure', action='store_true')
+    ap.add_argument('--no-hugepage', action='store_true')
+    args = ap.parse_args()
+    if args.reps is None:
+        args.reps = 1 if args.quick else 5
+    if args.reps < 1:
+        ap.error('--reps must be at least 1')
+
+    env = load_kernels_env()
+    names = [n.strip() for n in args.kernels.split(',') if n.strip()]
+    for n in names:
+        if n not in env:
+            ap.error('unknown kernel %s (kernels.env has %s)' % (
+                n, ', '.join(sorted(env))))
+    if args.quick:
+        names = names[:1]
+    kernels = [(n, env[n]) for n in names]
+
+    b = Bench(args, kernels)
+    if not os.access(b.madv, os.X_OK) or (
+            os.path.getmtime(b.madv) <
+            os.path.getmtime(os.path.join(HERE, 'madv_bench.c'))):
+        os.makedirs(os.path.dirname(b.madv), exist_ok=True)
+        subprocess.run(['gcc', '-O2', '-Wall', '-o', b.madv,
+                        os.path.join(HERE, 'madv_bench.c')], check=True)
+
+    def on_term(sig, frame):
+        raise SystemExit(128 + sig)
+    signal.signal(signal.SIGTERM, on_term)
+
+    t0 = time.monotonic()
+    meta = b.meta()
+    for line in meta:
+        log(line)
+    b.run()
+    b.write_csv()
+    plot = b.plot()
+    out = meta + ['runtime: %.0f s' % (time.monotonic() - t0)]
+    out += b.table() + b.targets() + ['', plot]
+    if b.failures:
+        out += ['', 'FUNCTIONAL FAILURES (%d):' % len(b.failures)]
+        out += ['  ' + f for f in b.failures]
+    out.append('results: %s/{bench.csv,raw.csv,summary.txt}' % b.out)
+    text = '\n'.join(out)
+    print(text)
+    with open(os.path.join(b.out, 'summary.txt'), 'w') as f:
+        f.write(text + '\n')
+    with open(os.path.join(b.out, 'meta.txt'), 'w') as f:
+        f.write('\n'.join(meta) + '\n')
+    return 1 if b.failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
