@@ -71,6 +71,18 @@ def load_kernels_env():
     return env
 
 
+def host_tsc_khz():
+    """The host's TSC rate in kHz (from /proc/cpuinfo), 2 GHz if unknown."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('cpu MHz'):
+                    return int(float(line.split(':')[1]) * 1000)
+    except (OSError, ValueError):
+        pass
+    return 2000000
+
+
 class VMError(Exception):
     pass
 
@@ -198,9 +210,17 @@ class VM:
         lsock.bind(sh_path)
         lsock.listen(1)
 
-        cmdline = ['console=ttyS0', 'panic=-1', 'printk.devkmsg=on']
+        # tsc=unstable: TCG guests otherwise may mark sched_clock stable
+        # (6.12) and flip its static key at run time; with multi-threaded
+        # TCG the int3 text patching of that flip can race with the other
+        # vCPU and oops in sched_clock_cpu.  Seen once in ~20 boots.
+        cmdline = ['console=ttyS0', 'panic=-1', 'printk.devkmsg=on',
+                   'tsc=unstable']
         if self.machine == 'microvm':
-            cmdline.append('vb.tty=hvc0')
+            # No HPET/PM timer on microvm: when PIT calibration fails under
+            # host load the boot hangs; tell the kernel the TSC rate (TCG's
+            # guest TSC is the host's).
+            cmdline += ['vb.tty=hvc0', 'tsc_early_khz=%d' % host_tsc_khz()]
         if load_driver:
             cmdline.append('vb.load=1')
         if append:

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Body of `make check`: install what is missing, build the module for both
+# test kernels, lint, build the guest programs and run the guest test suite
+# on both kernels.  Every step is one counted item; the last line is
+# "N passed, N failed" over all of them (build and lint steps included).
+#
+# Environment:
+#   VB_TEST_ARGS  extra arguments for tests/run.py (e.g. "-k transport")
+#   VB_DRIVER     driver under test (vballoon, default; or inkernel)
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+VB_CACHE=${VB_CACHE:-/var/cache/vballoon}
+logdir=$root/build/check-logs
+mkdir -p "$logdir"
+
+passed=0
+failed=0
+n=0
+t_start=$(date +%s)
+
+# item NAME CMD...: run CMD with its output in a log; report ok / not ok.
+item() {
+	local name=$1 log t0 rc
+	shift
+	n=$((n + 1))
+	log=$logdir/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log
+	t0=$(date +%s)
+	"$@" >"$log" 2>&1
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		passed=$((passed + 1))
+		echo "ok $n - $name ($(($(date +%s) - t0)) s)"
+	else
+		failed=$((failed + 1))
+		echo "not ok $n - $name: exit status $rc, log $log"
+		tail -n 40 "$log" | sed 's/^/#   /'
+	fi
+	return $rc
+}
+
+item "deps" bash scripts/deps.sh
+# shellcheck source=/dev/null
+. "$VB_CACHE/kernels.env" || { echo "no $VB_CACHE/kernels.env"; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
+
+for k in "$K61" "$K612"; do
+	item "build module $k" make KDIR="/usr/src/linux-headers-$k"
+done
+
+if make -n lint >/dev/null 2>&1; then
+	item "lint" make lint
+else
+	echo "# no lint target in the Makefile yet, skipped"
+fi
+
+item "build guest programs" make -C tests/guest
+
+# The suite prints its own TAP lines and "N passed, N failed".
+n=$((n + 1))
+echo "# tests/run.py ${VB_TEST_ARGS:-}"
+suite_log=$logdir/suite.log
+# shellcheck disable=SC2086
+python3 tests/run.py --no-build --kernel all --driver "${VB_DRIVER:-vballoon}" \
+	${VB_TEST_ARGS:-} 2>&1 | tee "$suite_log"
+suite_rc=${PIPESTATUS[0]}
+summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$suite_log" | tail -n 1)
+if [ -n "$summary" ]; then
+	sp=${summary%% passed*}
+	sf=${summary#*, }
+	sf=${sf%% failed*}
+	passed=$((passed + sp))
+	failed=$((failed + sf))
+	if [ "$suite_rc" -ne 0 ] && [ "$sf" -eq 0 ]; then
+		failed=$((failed + 1))
+		echo "not ok - tests/run.py exited $suite_rc"
+	fi
+else
+	failed=$((failed + 1))
+	echo "not ok - tests/run.py gave no summary (exit status $suite_rc)"
+fi
+
+echo "# make check took $(($(date +%s) - t_start)) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

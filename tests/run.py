@@ -1,0 +1,616 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""vballoon host-side test runner.
+
+Boots QEMU TCG guests (scripts/vm.py) with the balloon driver under test and
+checks what host and guest see.  Prints TAP-like lines
+
+    ok N - <kernel> <test> (<seconds> s)
+    not ok N - <kernel> <test>: <what was expected, what happened> [...]
+
+and, as the very last line, "N passed, N failed".  Exit status 1 if anything
+failed.
+
+    tests/run.py                      # all tests, both kernels, vballoon
+    tests/run.py -k transport --kernel K612
+    tests/run.py --driver inkernel    # the distribution's virtio_balloon
+    tests/run.py --list
+"""
+
+import argparse
+import contextlib
+import fnmatch
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+
+import vm as vmmod  # noqa: E402
+from vm import VM, GiB, MiB, VMError, QMPError  # noqa: E402
+
+RAM = 2 * GiB
+KiB = 1024
+
+# Console lines that fail any test that does not expect memory pressure.
+OOM_CONSOLE = re.compile(r'invoked oom-killer|Out of memory|oom-kill:')
+
+
+class TestFail(Exception):
+    pass
+
+
+class TestSkip(Exception):
+    pass
+
+
+class TestTimeout(Exception):
+    pass
+
+
+TESTS = []
+
+
+def test(name, timeout=600, oom_ok=False):
+    """Register a test function f(ctx)."""
+    def deco(f):
+        TESTS.append({'name': name, 'func': f, 'timeout': timeout,
+                      'oom_ok': oom_ok, 'doc': (f.__doc__ or '').strip()})
+        return f
+    return deco
+
+
+def log(msg):
+    for line in str(msg).splitlines():
+        print('#   ' + line, flush=True)
+
+
+class Ctx:
+    """Per-test context: kernel, driver, failures, booted guests."""
+
+    def __init__(self, runner, kernel, test):
+        self.runner = runner
+        self.kernel = kernel
+        self.driver = runner.driver
+        self.test = test
+        self.failures = []
+        self.nboot = 0
+        self.transport = 'pci-modern'
+
+    # -- checks -----------------------------------------------------------
+    def fail(self, msg):
+        self.failures.append(msg)
+        log('FAIL: ' + msg)
+
+    def check(self, cond, msg):
+        if not cond:
+            self.fail(msg)
+        return cond
+
+    def require(self, cond, msg):
+        """Like check, but stop the test."""
+        if not cond:
+            raise TestFail(msg)
+
+    # -- guests -----------------------------------------------------------
+    @contextlib.contextmanager
+    def boot(self, transport='pci-modern', extra_modules=(), **kw):
+        self.nboot += 1
+        self.transport = transport
+        initrd = self.runner.initrd(self.kernel, self.driver,
+                                    tuple(extra_modules))
+        name = '%s-%s-%s-%d' % (self.kernel, self.test['name'],
+                                transport, self.nboot)
+        t0 = time.monotonic()
+        # A boot that never reaches the shell is retried once when the
+        # balloon driver is not loaded at boot: it cannot be the driver's
+        # fault (TCG guests rarely hang or oops early under host load).
+        tries = 1 if kw.get('load_driver') else 2
+        for attempt in range(1, tries + 1):
+            try:
+                v = VM(self.kernel, self.driver, transport=transport,
+                       initrd=initrd, log_dir=self.runner.log_dir,
+                       name=name + ('' if attempt == 1 else '-retry'),
+                       boot_timeout=120, **kw)
+                break
+            except VMError as e:
+                if attempt == tries:
+                    raise
+                log('boot attempt %d failed, retrying: %s'
+                    % (attempt, str(e)[-400:]))
+        log('booted %s %s in %.1f s' % (self.kernel, transport,
+                                        time.monotonic() - t0))
+        ok = False
+        try:
+            yield v
+            ok = True
+        finally:
+            try:
+                if ok and v.proc.poll() is None:
+                    errs = v.dmesg_errors('vballoon')
+                    self.check(not errs, 'vballoon error-level dmesg line: '
+                               '%s' % (errs[:1],))
+            except (VMError, OSError) as e:
+                self.fail('dmesg check failed: %s' % e)
+            text = v.console_text()
+            bad = v.bad_console_lines(text)
+            self.check(not bad, 'console clean expected, got %d bad '
+                       'line(s): %s' % (len(bad), ' | '.join(bad[:3])))
+            if not self.test['oom_ok']:
+                ooms = [ln for ln in text.splitlines()
+                        if OOM_CONSOLE.search(ln)]
+                self.check(not ooms, 'no OOM expected, console: %s'
+                           % ooms[:1])
+            v.close()
+
+    def load(self, v, timeout=120):
+        """Load the balloon driver in the guest and wait until it is bound."""
+        rc, out = v.load_driver(timeout)
+        self.require(rc == 0, 'driver load: expected rc 0, got %d: %s'
+                     % (rc, out.strip()[-300:]))
+        deadline = time.monotonic() + 30
+        while v.sysfs_dir() is None:
+            self.require(time.monotonic() < deadline,
+                         'driver %s not bound to the balloon device'
+                         % self.driver)
+            time.sleep(0.2)
+
+    def unload(self, v, timeout=180):
+        rc, out = v.unload_driver(timeout)
+        self.require(rc == 0, 'rmmod: expected rc 0, got %d: %s'
+                     % (rc, out.strip()[-300:]))
+
+    def touch(self, v, mib, extra='', timeout=300):
+        rc, out = v.sh('vb_touch -m %d %s' % (mib, extra), timeout)
+        self.check(rc == 0, 'vb_touch %d MiB: expected rc 0, got %d: %s'
+                   % (mib, rc, out.strip()[-300:]))
+        return rc == 0
+
+    def foundation(self, v, balloon_kb=None):
+        """Run the in-guest kselftest checks."""
+        env = 'VB_DRIVER=%s' % {'vballoon': 'vballoon',
+                                'inkernel': 'virtio_balloon'}[self.driver]
+        if balloon_kb is not None:
+            env += ' VB_BALLOON_KB=%d' % balloon_kb
+        rc, out = v.sh('%s vb_foundation' % env, 300)
+        notok = [ln for ln in out.splitlines() if ln.startswith('not ok')]
+        if rc != 0 or notok:
+            logs = [ln for ln in out.splitlines()
+                    if ln.startswith('#') and ('Expected' in ln or
+                                               'FAIL' in ln or ':' in ln)]
+            self.fail('vb_foundation: expected all ok, got rc %d: %s %s'
+                      % (rc, notok[:3], logs[:4]))
+        return rc == 0
+
+    def wait_balloon(self, v, target, timeout=120, what='balloon'):
+        """Wait for query-balloon to reach target; return seconds or None."""
+        try:
+            return v.wait_balloon(target, timeout)
+        except VMError as e:
+            self.fail('%s to %d MiB: %s' % (what, target // MiB, e))
+            return None
+
+
+def free_kb(v):
+    """Guest free memory in kB: MemFree plus the pages parked on the
+    per-CPU free lists (/proc/zoneinfo "count:", in pages).  MemFree alone
+    does not count those; 6.12 auto-tunes the lists high enough to hold
+    ~80 MiB of freed 2 MiB pages after an rmmod, which is not a leak."""
+    mf = v.meminfo()['MemFree']
+    out = v.sh_ok('cat /proc/zoneinfo')
+    pcp = sum(int(ln.split()[1]) for ln in out.splitlines()
+              if ln.strip().startswith('count:'))
+    return mf + pcp * 4, mf
+
+
+# ---------------------------------------------------------------------------
+# Foundation tests
+
+@test('inflate_deflate')
+def t_inflate_deflate(ctx):
+    """Touch 1.5 GiB, inflate to 512 MiB, check guest/host, deflate, reuse."""
+    with ctx.boot() as v:
+        ctx.load(v)
+        mi0 = v.meminfo()
+        ctx.require(ctx.touch(v, 1536), 'guest could not touch 1.5 GiB')
+        rss0, thp0 = v.rss_kib(), v.anon_huge_kib()
+        log('before: MemTotal %d kB, QEMU RSS %d MiB (THP %d MiB)'
+            % (mi0['MemTotal'], rss0 // 1024, thp0 // 1024))
+
+        target = 512 * MiB
+        v.balloon(target)
+        t_in = ctx.wait_balloon(v, target, 120, 'inflate')
+        ctx.require(t_in is not None, 'inflate did not complete')
+        mi1 = v.meminfo()
+        rss1, thp1 = v.rss_kib(), v.anon_huge_kib()
+        ballooned_kb = (RAM - target) // KiB
+        drop_kb = mi0['MemTotal'] - mi1['MemTotal']
+        log('inflate to 512 MiB: %.2f s; MemTotal %d kB (-%d kB); QEMU RSS '
+            '%d MiB (THP %d MiB)' % (t_in, mi1['MemTotal'], drop_kb,
+                                     rss1 // 1024, thp1 // 1024))
+        ctx.check(abs(drop_kb - ballooned_kb) <= 0.03 * ballooned_kb,
+                  'MemTotal drop: expected ~%d kB (±3%%), got %d kB'
+                  % (ballooned_kb, drop_kb))
+        ctx.check(rss0 - rss1 >= 0.9 * ballooned_kb,
+                  'QEMU RSS drop: expected >= %d kB (90%% of ballooned), '
+                  'got %d kB (%d -> %d)' % (0.9 * ballooned_kb, rss0 - rss1,
+                                           rss0, rss1))
+        ctx.foundation(v, ballooned_kb)
+
+        v.balloon(RAM)
+        t_out = ctx.wait_balloon(v, RAM, 120, 'deflate')
+        mi2 = v.meminfo()
+        log('deflate to 2 GiB: %s s; MemTotal %d kB' % (
+            '%.2f' % t_out if t_out is not None else '-', mi2['MemTotal']))
+        ctx.check(abs(mi2['MemTotal'] - mi0['MemTotal']) <=
+                  0.01 * mi0['MemTotal'],
+                  'MemTotal after deflate: expected %d kB, got %d kB'
+                  % (mi0['MemTotal'], mi2['MemTotal']))
+        ctx.touch(v, 1536)
+        rss2, thp2 = v.rss_kib(), v.anon_huge_kib()
+        log('after reuse: QEMU RSS %d MiB (THP %d MiB)'
+            % (rss2 // 1024, thp2 // 1024))
+        ctx.foundation(v, 0)
+
+
+@test('odd_targets', oom_ok=False)
+def t_odd_targets(ctx):
+    """No-op, 1-page, non-2M, non-page and larger-than-RAM targets."""
+    with ctx.boot() as v:
+        ctx.load(v)
+        mi0 = v.meminfo()
+        vs0 = v.vmstat()
+        targets = [
+            ('no balloon', RAM),
+            ('one page', RAM - 4096),
+            ('1 MiB + 1 page', RAM - MiB - 4096),
+            ('not a page multiple', RAM - 5000),  # QEMU rounds: 1 page
+            ('1 GiB + 3 pages', GiB + 3 * 4096),
+            ('768 MiB + 1 page', 768 * MiB + 4096),
+            ('one page again', RAM - 4096),
+            ('no balloon again', RAM),
+        ]
+        for what, t in targets:
+            v.balloon(t)
+            took = ctx.wait_balloon(v, t, 120, what)
+            if took is not None:
+                log('%s (%d bytes): %.2f s' % (what, t, took))
+        # Larger than the guest can give: must stop somewhere sane.
+        for what, t in (('16 MiB (balloon > free RAM)', 16 * MiB),
+                        ('1 byte', 1)):
+            v.balloon(t)
+            try:
+                cur, took = v.wait_balloon_stable(still=5, timeout=240)
+            except VMError as e:
+                ctx.fail('%s: query-balloon never settled: %s' % (what, e))
+                continue
+            log('%s: settled at %d MiB after %.1f s' % (what, cur // MiB,
+                                                        took))
+            rc, out = v.sh('echo alive', timeout=120)
+            ctx.require(rc == 0 and 'alive' in out,
+                        '%s: guest shell dead' % what)
+            ctx.check(cur >= v.expected_actual(t),
+                      '%s: expected actual >= target, got %d' % (what, cur))
+            ctx.check(cur <= 512 * MiB,
+                      '%s: expected the balloon to take most memory '
+                      '(actual <= 512 MiB), got %d MiB' % (what, cur // MiB))
+            time.sleep(3)
+            cur2 = v.query_balloon()
+            ctx.check(abs(cur2 - cur) <= 2 * MiB,
+                      '%s: expected stable query-balloon, got %d then %d MiB'
+                      % (what, cur // MiB, cur2 // MiB))
+            vs = v.vmstat()
+            ctx.check(vs.get('oom_kill', 0) == vs0.get('oom_kill', 0),
+                      '%s: expected oom_kill 0, got %d'
+                      % (what, vs.get('oom_kill', 0)))
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 120, 'deflate after huge target')
+        mi1 = v.meminfo()
+        ctx.check(abs(mi1['MemTotal'] - mi0['MemTotal']) <=
+                  0.01 * mi0['MemTotal'],
+                  'MemTotal after deflate: expected %d kB, got %d kB'
+                  % (mi0['MemTotal'], mi1['MemTotal']))
+        ctx.touch(v, 1024)
+        ctx.foundation(v, 0)
+
+
+@test('rmmod_inflated')
+def t_rmmod_inflated(ctx):
+    """rmmod while 1 GiB is ballooned gives every page back."""
+    with ctx.boot() as v:
+        ctx.load(v)
+        time.sleep(1)
+        f0, mf0 = free_kb(v)
+        v.balloon(GiB)
+        ctx.require(ctx.wait_balloon(v, GiB, 120, 'inflate') is not None,
+                    'inflate did not complete')
+        f1, mf1 = free_kb(v)
+        t0 = time.monotonic()
+        ctx.unload(v)
+        log('rmmod with 1 GiB ballooned: %.2f s' % (time.monotonic() - t0))
+        f2, mf2 = free_kb(v)
+        log('free (MemFree+pcp) before %d kB, inflated %d kB, after rmmod '
+            '%d kB; MemFree alone %d / %d / %d kB'
+            % (f0, f1, f2, mf0, mf1, mf2))
+        ctx.check(abs(f2 - f0) <= 0.02 * f0,
+                  'MemFree(+pcp) after rmmod: expected %d kB ±2%%, got %d kB'
+                  % (f0, f2))
+        try:
+            v.wait_balloon(RAM, 30)
+        except VMError as e:
+            ctx.fail('host view after rmmod: expected balloon empty, %s' % e)
+        rc, _ = v.sh('test -d /sys/module/%s' % v.driver_module())
+        ctx.check(rc != 0, 'module still loaded after rmmod')
+        ctx.touch(v, 1536)
+
+
+@test('insmod_rmmod_cycles')
+def t_cycles(ctx):
+    """20 insmod / inflate 256 MiB / rmmod cycles."""
+    with ctx.boot() as v:
+        time.sleep(1)
+        f0, mf0 = free_kb(v)
+        times = []
+        for i in range(20):
+            v.balloon(RAM)
+            ctx.load(v)
+            target = RAM - 256 * MiB - (i % 4) * 4096
+            v.balloon(target)
+            took = ctx.wait_balloon(v, target, 60, 'cycle %d inflate' % i)
+            if took is None:
+                break
+            times.append(took)
+            ctx.unload(v)
+            try:
+                v.wait_balloon(RAM, 30)
+            except VMError as e:
+                ctx.fail('cycle %d: balloon not empty after rmmod: %s'
+                         % (i, e))
+                break
+        if times:
+            log('%d cycles, inflate 256 MiB: min %.2f s, max %.2f s'
+                % (len(times), min(times), max(times)))
+        ctx.check(len(times) == 20, 'expected 20 cycles, completed %d'
+                  % len(times))
+        f1, mf1 = free_kb(v)
+        log('free (MemFree+pcp) before %d kB, after cycles %d kB; MemFree '
+            'alone %d / %d kB' % (f0, f1, mf0, mf1))
+        ctx.check(abs(f1 - f0) <= 0.02 * f0,
+                  'MemFree(+pcp) after cycles: expected %d kB ±2%%, got %d '
+                  'kB' % (f0, f1))
+
+
+def transport_test(transport):
+    def f(ctx):
+        with ctx.boot(transport=transport) as v:
+            ctx.load(v)
+            mi0 = v.meminfo()
+            v.balloon(GiB)
+            took = ctx.wait_balloon(v, GiB, 120, 'inflate')
+            ctx.require(took is not None, 'inflate did not complete')
+            mi1 = v.meminfo()
+            drop = mi0['MemTotal'] - mi1['MemTotal']
+            log('%s: inflate to 1 GiB %.2f s, MemTotal -%d kB'
+                % (transport, took, drop))
+            ctx.check(abs(drop - GiB // KiB) <= 0.03 * (GiB // KiB),
+                      'MemTotal drop: expected ~%d kB, got %d kB'
+                      % (GiB // KiB, drop))
+            ctx.foundation(v, GiB // KiB)
+            v.balloon(RAM)
+            took = ctx.wait_balloon(v, RAM, 120, 'deflate')
+            if took is not None:
+                log('%s: deflate %.2f s' % (transport, took))
+            mi2 = v.meminfo()
+            ctx.check(abs(mi2['MemTotal'] - mi0['MemTotal']) <=
+                      0.01 * mi0['MemTotal'],
+                      'MemTotal after deflate: expected %d, got %d kB'
+                      % (mi0['MemTotal'], mi2['MemTotal']))
+            ctx.touch(v, 1024)
+    f.__doc__ = 'inflate/deflate 1 GiB over %s' % transport
+    return f
+
+
+for _t in vmmod.TRANSPORTS:
+    test('transport_' + _t.replace('-', '_'))(transport_test(_t))
+
+
+@test('device_del')
+def t_device_del(ctx):
+    """Hot-unplug the inflated PCI balloon: memory comes back, no warnings."""
+    with ctx.boot() as v:
+        ctx.load(v)
+        mi0 = v.meminfo()
+        v.balloon(GiB)
+        ctx.require(ctx.wait_balloon(v, GiB, 120, 'inflate') is not None,
+                    'inflate did not complete')
+        v.qmp('device_del', id='balloon0')
+        deadline = time.monotonic() + 90
+        gone = False
+        while time.monotonic() < deadline:
+            v.qmp('query-status')  # collects pending events
+            if any(e.get('event') == 'DEVICE_DELETED' and
+                   e.get('data', {}).get('device') == 'balloon0'
+                   for e in v.qmp_events):
+                gone = True
+                break
+            time.sleep(0.5)
+        ctx.require(gone, 'device_del: no DEVICE_DELETED within 90 s')
+        mi1 = v.meminfo()
+        log('MemTotal before %d kB, after unplug %d kB'
+            % (mi0['MemTotal'], mi1['MemTotal']))
+        ctx.check(abs(mi1['MemTotal'] - mi0['MemTotal']) <=
+                  0.01 * mi0['MemTotal'],
+                  'MemTotal after unplug: expected %d kB, got %d kB'
+                  % (mi0['MemTotal'], mi1['MemTotal']))
+        rc, out = v.sh('ls /sys/bus/virtio/drivers/%s/ | grep virtio'
+                       % {'vballoon': 'vballoon',
+                          'inkernel': 'virtio_balloon'}[ctx.driver])
+        ctx.check(rc != 0, 'device still bound after unplug: %s'
+                  % out.strip())
+        try:
+            v.query_balloon()
+            ctx.fail('query-balloon after unplug: expected an error')
+        except QMPError:
+            pass
+        ctx.touch(v, 1536)
+        rc, out = v.sh('vb-unload', 60)
+        ctx.check(rc == 0, 'rmmod after unplug: rc %d %s' % (rc, out))
+
+
+# ---------------------------------------------------------------------------
+
+class Runner:
+    def __init__(self, args):
+        self.args = args
+        self.driver = args.driver
+        self.tmp = tempfile.mkdtemp(prefix='vb-run.')
+        self.log_dir = args.logs
+        self._initrds = {}
+        self.n = 0
+        self.passed = 0
+        self.failed = 0
+        self.times = []
+
+    def close(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def initrd(self, kernel, driver, extras):
+        key = (kernel, driver, extras)
+        if key not in self._initrds:
+            out = os.path.join(self.tmp, 'initrd-%d.gz' % len(self._initrds))
+            vmmod.build_initrd(kernel, driver, out, extras)
+            self._initrds[key] = out
+        return self._initrds[key]
+
+    def report(self, ok, kernel, name, msg='', secs=None):
+        self.n += 1
+        t = ' (%.1f s)' % secs if secs is not None else ''
+        if ok:
+            self.passed += 1
+            print('ok %d - %s %s%s' % (self.n, kernel, name, t), flush=True)
+        else:
+            self.failed += 1
+            print('not ok %d - %s %s: %s%s' % (self.n, kernel, name, msg, t),
+                  flush=True)
+
+    def run_one(self, kernel, t):
+        name = t['name']
+        if self.driver == 'vballoon':
+            ko = os.path.join(ROOT, 'build', kernel, 'vballoon.ko')
+            if not os.path.exists(ko):
+                self.report(False, kernel, name, 'vballoon.ko not built '
+                            '(%s)' % ko)
+                return
+        ctx = Ctx(self, kernel, t)
+        t0 = time.monotonic()
+
+        def on_alarm(signum, frame):
+            raise TestTimeout('test timed out after %d s' % t['timeout'])
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(t['timeout'])
+        try:
+            t['func'](ctx)
+        except TestFail as e:
+            ctx.failures.append(str(e))
+        except (VMError, TestTimeout, OSError) as e:
+            ctx.failures.append('%s: %s' % (type(e).__name__, e))
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+        secs = time.monotonic() - t0
+        self.times.append((kernel, name, secs))
+        if ctx.failures:
+            msg = '; '.join(ctx.failures[:3])
+            if len(ctx.failures) > 3:
+                msg += '; (+%d more)' % (len(ctx.failures) - 3)
+            msg += ' [kernel %s, driver %s, transport %s]' % (
+                kernel, self.driver, ctx.transport)
+            self.report(False, kernel, name, msg, secs)
+        else:
+            self.report(True, kernel, name, secs=secs)
+
+
+def resolve_kernels(spec):
+    env = vmmod.load_kernels_env()
+    out = []
+    for k in spec.split(','):
+        k = k.strip()
+        if k in ('all', 'both', ''):
+            out += [env['K61'], env['K612']]
+        elif k in env:
+            out.append(env[k])
+        else:
+            out.append(k)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('-k', dest='pattern', default=None,
+                    help='run tests whose name contains (or glob-matches) '
+                    'this')
+    ap.add_argument('--kernel', default='all',
+                    help='K61, K612, all, or a version (comma list)')
+    ap.add_argument('--driver', default='vballoon',
+                    choices=('vballoon', 'inkernel'))
+    ap.add_argument('--logs', default=os.path.join(ROOT, 'build',
+                                                   'test-logs'),
+                    help='directory for guest console/QEMU logs')
+    ap.add_argument('--list', action='store_true')
+    ap.add_argument('--no-build', action='store_true',
+                    help='do not (re)build the guest programs')
+    args = ap.parse_args()
+
+    tests = TESTS
+    if args.pattern:
+        tests = [t for t in TESTS if args.pattern in t['name'] or
+                 fnmatch.fnmatch(t['name'], args.pattern)]
+    if args.list:
+        for t in tests:
+            print('%-28s %s' % (t['name'], t['doc']))
+        return 0
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_term)
+
+    kernels = resolve_kernels(args.kernel)
+    runner = Runner(args)
+    t_all = time.monotonic()
+    try:
+        print('TAP version 13')
+        print('1..%d' % (len(tests) * len(kernels)), flush=True)
+        if not args.no_build:
+            p = subprocess.run(['make', '-s', '-C',
+                                os.path.join(ROOT, 'tests', 'guest')],
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+            if p.returncode != 0:
+                print(p.stdout)
+                runner.report(False, 'host', 'build_guest_programs',
+                              'make -C tests/guest failed')
+        os.makedirs(runner.log_dir, exist_ok=True)
+        for k in kernels:
+            for t in tests:
+                runner.run_one(k, t)
+    except KeyboardInterrupt:
+        runner.report(False, 'host', 'interrupted', 'interrupted by user')
+    finally:
+        runner.close()
+    total = time.monotonic() - t_all
+    log('timings:')
+    for k, name, secs in runner.times:
+        log('  %-22s %-28s %6.1f s' % (k, name, secs))
+    log('total %.1f s, logs in %s' % (total, runner.log_dir))
+    print('%d passed, %d failed' % (runner.passed, runner.failed))
+    return 1 if runner.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
