@@ -99,6 +99,14 @@ resolve() {
 
 : >"$r/etc/vb/boot.list"
 : >"$r/etc/vb/balloon.list"
+# ext4 asks the crypto API for crc32c at mount time; that is no modinfo
+# dependency, so bring the generic implementation along.
+for m in "${extras[@]}"; do
+	if [ "${m//-/_}" = ext4 ] && [ -n "${modfile[crc32c_generic]:-}" ]; then
+		extras+=(crc32c_generic)
+		break
+	fi
+done
 for m in virtio_pci virtio_mmio virtio_console "${extras[@]}"; do
 	resolve "$m" "$r/etc/vb/boot.list"
 done

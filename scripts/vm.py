@@ -125,7 +125,7 @@ class VM:
                  machine='pc', balloon_opts='', transport='pci-modern',
                  extra_qemu_args=(), append='', initrd=None,
                  extra_modules=(), load_driver=False, balloon=True,
-                 boot_timeout=180, log_dir=None, name=None):
+                 boot_timeout=180, log_dir=None, name=None, disks=()):
         if transport not in TRANSPORTS:
             raise ValueError('transport must be one of %s' % (TRANSPORTS,))
         if transport == 'mmio':
@@ -141,6 +141,7 @@ class VM:
         self.transport = transport
         self.balloon_opts = balloon_opts
         self.log_dir = log_dir
+        self.disks = list(disks)
         VM._seq += 1
         self.name = name or 'vm%d' % VM._seq
         self.proc = None
@@ -246,6 +247,10 @@ class VM:
                      '-serial', 'chardev:vbsh']
         if balloon:
             args += ['-device', self.balloon_device()]
+        for d in self.disks:
+            # Guest sees /dev/vda, /dev/vdb, ... (needs virtio_blk).
+            args += ['-drive', 'file=%s,if=virtio,format=raw,cache=unsafe'
+                     % d]
         args += list(extra_qemu_args)
         self.qemu_args = args
         self._qemu_log = open(self.qemu_log_path, 'wb')

@@ -61,7 +61,7 @@ def test(name, timeout=600, oom_ok=False):
     """Register a test function f(ctx)."""
     def deco(f):
         TESTS.append({'name': name, 'func': f, 'timeout': timeout,
-                      'oom_ok': oom_ok, 'doc': (f.__doc__ or '').strip()})
+                      'oom_ok': oom_ok, 'doc': ' '.join((f.__doc__ or '').split())})
         return f
     return deco
 
@@ -188,6 +188,22 @@ class Ctx:
                       % (rc, notok[:3], logs[:4]))
         return rc == 0
 
+    def attr(self, v, name):
+        """A numeric vballoon sysfs attribute, or None (other driver, or
+        not there)."""
+        if self.driver != 'vballoon':
+            return None
+        d = v.sysfs_dir()
+        if d is None:
+            return None
+        rc, out = v.sh('cat %s/%s' % (d, name))
+        out = out.strip()
+        return int(out) if rc == 0 and out.isdigit() else None
+
+    def write_attr(self, v, name, value):
+        """Write a sysfs attribute; return (rc, output)."""
+        return v.sh('echo %s > %s/%s' % (value, v.sysfs_dir(), name))
+
     def wait_balloon(self, v, target, timeout=120, what='balloon'):
         """Wait for query-balloon to reach target; return seconds or None."""
         try:
@@ -292,6 +308,13 @@ def t_odd_targets(ctx):
                 continue
             log('%s: settled at %d MiB after %.1f s' % (what, cur // MiB,
                                                         took))
+            floor = ctx.attr(v, 'floor_kb')
+            if floor is not None:
+                total = v.meminfo()['MemTotal']
+                log('%s: MemTotal %d kB, floor_kb %d' % (what, total, floor))
+                ctx.check(total >= floor,
+                          '%s: expected MemTotal >= floor_kb %d, got %d kB'
+                          % (what, floor, total))
             rc, out = v.sh('echo alive', timeout=120)
             ctx.require(rc == 0 and 'alive' in out,
                         '%s: guest shell dead' % what)
@@ -463,6 +486,183 @@ def t_device_del(ctx):
         ctx.check(rc == 0, 'rmmod after unplug: rc %d %s' % (rc, out))
 
 
+@test('host_stats')
+def t_host_stats(ctx):
+    """The host gets fresh guest statistics over the stats queue."""
+    with ctx.boot() as v:
+        ctx.load(v)
+        path = v.balloon_qom_path()
+        v.qmp('qom-set', path=path, property='guest-stats-polling-interval',
+              value=1)
+
+        def stats(prev_update=0, timeout=30):
+            deadline = time.monotonic() + timeout
+            while True:
+                g = v.qmp('qom-get', path=path, property='guest-stats')
+                if g.get('last-update', 0) > prev_update:
+                    return g
+                if time.monotonic() > deadline:
+                    raise TestFail('guest-stats not updated within %d s '
+                                   '(last-update %s)' % (timeout,
+                                                         g.get('last-update')))
+                time.sleep(0.5)
+
+        def check_stats(g, what):
+            st = g['stats']
+            total = v.meminfo()['MemTotal'] * KiB
+            log('%s: %s' % (what, ', '.join('%s=%d' % (k[5:], val)
+                                           for k, val in sorted(st.items())
+                                           if val != -1)))
+            ctx.check(abs(st.get('stat-total-memory', -1) - total) <=
+                      0.01 * total,
+                      '%s: stat-total-memory expected ~%d, got %d'
+                      % (what, total, st.get('stat-total-memory', -1)))
+            for k in ('stat-free-memory', 'stat-available-memory'):
+                val = st.get(k, -1)
+                ctx.check(0 < val <= st.get('stat-total-memory', 0),
+                          '%s: %s expected in (0, total], got %d'
+                          % (what, k, val))
+            for k in ('stat-minor-faults', 'stat-major-faults'):
+                ctx.check(st.get(k, -1) >= 0, '%s: %s missing' % (what, k))
+
+        g0 = stats()
+        check_stats(g0, 'idle')
+        v.balloon(GiB)
+        ctx.require(ctx.wait_balloon(v, GiB, 120, 'inflate') is not None,
+                    'inflate did not complete')
+        ctx.touch(v, 256)
+        g1 = stats(g0['last-update'])
+        g1 = stats(g1['last-update'])  # one taken after the inflation
+        check_stats(g1, 'inflated')
+        ctx.check(g1['stats']['stat-minor-faults'] >
+                  g0['stats']['stat-minor-faults'],
+                  'minor faults did not grow after touching memory')
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 120, 'deflate')
+        g2 = stats(g1['last-update'])
+        ctx.check(g2['last-update'] > g1['last-update'],
+                  'stats stopped updating')
+
+
+@test('deflate_on_oom', timeout=900)
+def t_deflate_on_oom(ctx):
+    """With DEFLATE_ON_OOM a 1200 MiB program runs in a guest ballooned
+    to 768 MiB, without an OOM kill; the balloon then returns to the
+    host's target by itself."""
+    with ctx.boot(balloon_opts='deflate-on-oom=on') as v:
+        ctx.load(v)
+        target = 768 * MiB
+        v.balloon(target)
+        ctx.require(ctx.wait_balloon(v, target, 120, 'inflate') is not None,
+                    'inflate did not complete')
+        vs0 = v.vmstat()
+        t0 = time.monotonic()
+        rc, out = v.sh('vb_touch -m 1200', timeout=300)
+        took = time.monotonic() - t0
+        log('vb_touch 1200 MiB with 768 MiB target: rc %d in %.1f s: %s'
+            % (rc, took, out.strip()[-200:]))
+        ctx.check(rc == 0, 'vb_touch 1200 MiB under a 768 MiB balloon: '
+                  'expected rc 0, got %d: %s' % (rc, out.strip()[-200:]))
+        low = v.query_balloon()
+        log('after the program: query-balloon %d MiB' % (low // MiB))
+        vs1 = v.vmstat()
+        ctx.check(vs1.get('oom_kill', 0) == vs0.get('oom_kill', 0),
+                  'expected no OOM kill, oom_kill went %d -> %d'
+                  % (vs0.get('oom_kill', 0), vs1.get('oom_kill', 0)))
+        t1 = time.monotonic()
+        try:
+            v.wait_balloon(target, 120)
+            log('balloon back at the target %.1f s after the program ended'
+                % (time.monotonic() - t1))
+        except VMError as e:
+            ctx.fail('balloon should return to the host target after '
+                     'pressure: %s' % e)
+        rc, out = v.sh('echo alive', 60)
+        ctx.check(rc == 0, 'guest shell dead after pressure')
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 120, 'deflate')
+
+
+@test('sysfs_knobs')
+def t_sysfs_knobs(ctx):
+    """vballoon's target_kb and floor_kb: effect on the balloon, and
+    rejected writes."""
+    if ctx.driver != 'vballoon':
+        raise TestSkip('vballoon sysfs only')
+    with ctx.boot() as v:
+        ctx.load(v)
+        d = v.sysfs_dir()
+        for a in ('current_kb', 'host_target_kb', 'target_kb', 'floor_kb'):
+            rc, _ = v.sh('test -e %s/%s' % (d, a))
+            ctx.require(rc == 0, 'missing sysfs attribute %s' % a)
+        total0 = v.meminfo()['MemTotal']
+        floor0 = ctx.attr(v, 'floor_kb')
+
+        # target_kb grows the balloon without the host asking.
+        rc, out = ctx.write_attr(v, 'target_kb', 512 * 1024)
+        ctx.check(rc == 0, 'write target_kb: %s' % out.strip())
+        ctx.wait_balloon(v, RAM - 512 * MiB, 60, 'target_kb=512 MiB')
+        ctx.check(ctx.attr(v, 'current_kb') == 512 * 1024,
+                  'current_kb after target_kb=512 MiB: got %s'
+                  % ctx.attr(v, 'current_kb'))
+        ctx.check(ctx.attr(v, 'host_target_kb') == 0,
+                  'host_target_kb expected 0, got %s'
+                  % ctx.attr(v, 'host_target_kb'))
+        # The host asks for less than target_kb: the larger one wins.
+        v.balloon(RAM - 256 * MiB)
+        time.sleep(2)
+        ctx.check(v.query_balloon() == RAM - 512 * MiB,
+                  'host 256 MiB < target_kb 512 MiB: expected balloon '
+                  '512 MiB, got %d MiB' % ((RAM - v.query_balloon()) // MiB))
+        ctx.write_attr(v, 'target_kb', 0)
+        ctx.wait_balloon(v, RAM - 256 * MiB, 60, 'target_kb=0')
+
+        # floor_kb caps the balloon below what the host asks.
+        floor = 1024 * 1024
+        rc, out = ctx.write_attr(v, 'floor_kb', floor)
+        ctx.check(rc == 0, 'write floor_kb: %s' % out.strip())
+        v.balloon(256 * MiB)      # host wants 1.75 GiB ballooned
+        cur, _ = v.wait_balloon_stable(still=3, timeout=120)
+        held = ctx.attr(v, 'current_kb')
+        want = total0 - floor
+        log('floor 1 GiB: balloon %s kB (expected %d), query-balloon %d MiB'
+            % (held, want, cur // MiB))
+        ctx.check(held is not None and abs(held - want) <= 4,
+                  'floor 1 GiB: expected balloon = guest RAM - floor = %d '
+                  'kB, got %s' % (want, held))
+        ctx.check(v.meminfo()['MemTotal'] >= floor,
+                  'MemTotal below floor_kb')
+        # Raising the floor above the balloon deflates the excess.
+        ctx.write_attr(v, 'floor_kb', 1536 * 1024)
+        cur, _ = v.wait_balloon_stable(still=3, timeout=120)
+        held = ctx.attr(v, 'current_kb')
+        ctx.check(held is not None and abs(held - (total0 - 1536 * 1024))
+                  <= 4, 'floor 1.5 GiB: expected balloon %d kB, got %s'
+                  % (total0 - 1536 * 1024, held))
+        ctx.write_attr(v, 'floor_kb', floor0)
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 120, 'deflate')
+
+        # Rejected writes change nothing.
+        bad = [('abc', 'Invalid argument'), ('-1', 'Invalid argument'),
+               ('" 5"', 'Invalid argument'),
+               ('99999999999999999999999', 'out of range'),
+               (str(4 * total0), 'out of range')]
+        for attr_name in ('target_kb', 'floor_kb'):
+            before = ctx.attr(v, attr_name)
+            for val, err in bad:
+                rc, out = ctx.write_attr(v, attr_name, val)
+                ctx.check(rc != 0 and err in out,
+                          '%s <- %s: expected "%s", got rc %d %r'
+                          % (attr_name, val, err, rc, out.strip()))
+            ctx.check(ctx.attr(v, attr_name) == before,
+                      '%s changed by rejected writes' % attr_name)
+        for ro in ('current_kb', 'host_target_kb'):
+            rc, out = ctx.write_attr(v, ro, 0)
+            ctx.check(rc != 0, '%s accepted a write' % ro)
+        ctx.foundation(v, 0)
+
+
 # ---------------------------------------------------------------------------
 
 class Runner:
@@ -475,6 +675,7 @@ class Runner:
         self.n = 0
         self.passed = 0
         self.failed = 0
+        self.skipped = 0
         self.times = []
 
     def close(self):
@@ -488,10 +689,14 @@ class Runner:
             self._initrds[key] = out
         return self._initrds[key]
 
-    def report(self, ok, kernel, name, msg='', secs=None):
+    def report(self, ok, kernel, name, msg='', secs=None, skip=None):
         self.n += 1
         t = ' (%.1f s)' % secs if secs is not None else ''
-        if ok:
+        if ok and skip is not None:
+            self.skipped += 1
+            print('ok %d - %s %s # SKIP %s' % (self.n, kernel, name, skip),
+                  flush=True)
+        elif ok:
             self.passed += 1
             print('ok %d - %s %s%s' % (self.n, kernel, name, t), flush=True)
         else:
@@ -509,6 +714,7 @@ class Runner:
                 return
         ctx = Ctx(self, kernel, t)
         t0 = time.monotonic()
+        skip = None
 
         def on_alarm(signum, frame):
             raise TestTimeout('test timed out after %d s' % t['timeout'])
@@ -516,6 +722,8 @@ class Runner:
         signal.alarm(t['timeout'])
         try:
             t['func'](ctx)
+        except TestSkip as e:
+            skip = str(e)
         except TestFail as e:
             ctx.failures.append(str(e))
         except (VMError, TestTimeout, OSError) as e:
@@ -532,6 +740,8 @@ class Runner:
             msg += ' [kernel %s, driver %s, transport %s]' % (
                 kernel, self.driver, ctx.transport)
             self.report(False, kernel, name, msg, secs)
+        elif skip is not None:
+            self.report(True, kernel, name, secs=secs, skip=skip)
         else:
             self.report(True, kernel, name, secs=secs)
 
@@ -554,7 +764,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('-k', dest='pattern', default=None,
                     help='run tests whose name contains (or glob-matches) '
-                    'this')
+                    'this; comma-separated list: any of them')
     ap.add_argument('--kernel', default='all',
                     help='K61, K612, all, or a version (comma list)')
     ap.add_argument('--driver', default='vballoon',
@@ -569,8 +779,9 @@ def main():
 
     tests = TESTS
     if args.pattern:
-        tests = [t for t in TESTS if args.pattern in t['name'] or
-                 fnmatch.fnmatch(t['name'], args.pattern)]
+        pats = [p for p in args.pattern.split(',') if p]
+        tests = [t for t in TESTS if any(
+            p in t['name'] or fnmatch.fnmatch(t['name'], p) for p in pats)]
     if args.list:
         for t in tests:
             print('%-28s %s' % (t['name'], t['doc']))
@@ -607,7 +818,8 @@ def main():
     log('timings:')
     for k, name, secs in runner.times:
         log('  %-22s %-28s %6.1f s' % (k, name, secs))
-    log('total %.1f s, logs in %s' % (total, runner.log_dir))
+    log('total %.1f s, %d skipped (counted as passed), logs in %s'
+        % (total, runner.skipped, runner.log_dir))
     print('%d passed, %d failed' % (runner.passed, runner.failed))
     return 1 if runner.failed else 0
 
