@@ -176,7 +176,7 @@ struct vballoon {
 	unsigned long guest_target;	/* pages; 0 = follow the host */
 	unsigned long floor;		/* pages the balloon never takes below */
 	unsigned long holdoff_base;	/* jiffies */
-	unsigned long pagecache_reserve;	/* pages of file LRU reclaim may still take */
+	unsigned long pressure_reserve;	/* MemAvailable below which pressure deflates */
 	struct vb_policy policy;
 	struct vb_counters stats;
 

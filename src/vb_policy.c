@@ -7,10 +7,10 @@
  *
  * Pressure (only with DEFLATE_ON_OOM, as the specification allows): a
  * shrinker gives balloon pages back when the guest is really short, that
- * is when reclaim runs and the file LRU (page cache reclaim could still
- * take) is below pagecache_reserve.  It never gives pages back to the
+ * is when reclaim runs while both the page cache (file LRU) and free
+ * memory are below pressure_reserve.  It never gives pages back to the
  * reclaim its own inflation causes; when kswapd runs because of our
- * inflation and page cache is gone, inflation stops instead (the guest has
+ * inflation and the guest is short, inflation stops instead (the guest has
  * nothing more to spare).  This avoids the inflate/shrink busy loop the
  * upstream shrinker had.
  *
@@ -70,7 +70,7 @@ void vb_policy_init(struct vballoon *vb)
 	spin_lock(&vb->lock);
 	vb->floor = min(max(VB_FLOOR_MIN, ram / 32), ram);
 	vb->holdoff_base = VB_HOLDOFF_DEFAULT;
-	vb->pagecache_reserve = ram / 32;
+	vb->pressure_reserve = ram / 32;
 	vb->policy.holdoff = VB_HOLDOFF_DEFAULT;
 	spin_unlock(&vb->lock);
 }
@@ -186,13 +186,21 @@ static unsigned long vb_pressure_batch(struct vballoon *vb)
 	return batch;
 }
 
-/* Is ordinary reclaim out of page cache to take? */
-static bool vb_pagecache_low(struct vballoon *vb)
+/*
+ * Is the guest really short?  Only when page cache, which ordinary reclaim
+ * takes first, is down to pressure_reserve, and free memory is too: the
+ * first keeps the balloon out of reclaim that page cache can satisfy (the
+ * inflate/shrink busy loop), the second ends a burst of deflation as soon
+ * as the guest has room again.
+ */
+static bool vb_guest_short(struct vballoon *vb)
 {
+	unsigned long reserve = READ_ONCE(vb->pressure_reserve);
 	unsigned long file = global_node_page_state(NR_ACTIVE_FILE) +
 			     global_node_page_state(NR_INACTIVE_FILE);
 
-	return file <= READ_ONCE(vb->pagecache_reserve);
+	return file <= reserve &&
+	       global_zone_page_state(NR_FREE_PAGES) <= reserve;
 }
 
 /*
@@ -204,7 +212,7 @@ static bool vb_pressure_allowed(struct vballoon *vb)
 	/* Reclaim our own allocation started. */
 	if (READ_ONCE(vb->inflater) == current)
 		return false;
-	if (!vb_pagecache_low(vb))
+	if (!vb_guest_short(vb))
 		return false;
 	if (current_is_kswapd() && READ_ONCE(vb->inflating)) {
 		/* We are the pressure: stop inflating rather than deflate. */

@@ -134,17 +134,17 @@ static ssize_t holdoff_ms_store(struct device *dev,
 }
 static DEVICE_ATTR_RW(holdoff_ms);
 
-static ssize_t pagecache_reserve_kb_show(struct device *dev,
-					 struct device_attribute *attr,
-					 char *buf)
+static ssize_t pressure_reserve_kb_show(struct device *dev,
+					struct device_attribute *attr,
+					char *buf)
 {
 	return sysfs_emit(buf, "%llu\n",
-			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->pagecache_reserve)));
+			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->pressure_reserve)));
 }
 
-static ssize_t pagecache_reserve_kb_store(struct device *dev,
-					  struct device_attribute *attr,
-					  const char *buf, size_t count)
+static ssize_t pressure_reserve_kb_store(struct device *dev,
+					 struct device_attribute *attr,
+					 const char *buf, size_t count)
 {
 	struct vballoon *vb = dev_to_vb(dev);
 	u64 kb;
@@ -155,10 +155,10 @@ static ssize_t pagecache_reserve_kb_store(struct device *dev,
 		return err;
 	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
 		return -ERANGE;
-	WRITE_ONCE(vb->pagecache_reserve, kb >> (PAGE_SHIFT - 10));
+	WRITE_ONCE(vb->pressure_reserve, kb >> (PAGE_SHIFT - 10));
 	return count;
 }
-static DEVICE_ATTR_RW(pagecache_reserve_kb);
+static DEVICE_ATTR_RW(pressure_reserve_kb);
 
 static ssize_t pressure_kb_show(struct device *dev,
 				struct device_attribute *attr, char *buf)
@@ -174,7 +174,7 @@ static struct attribute *vb_attrs[] = {
 	&dev_attr_target_kb.attr,
 	&dev_attr_floor_kb.attr,
 	&dev_attr_holdoff_ms.attr,
-	&dev_attr_pagecache_reserve_kb.attr,
+	&dev_attr_pressure_reserve_kb.attr,
 	&dev_attr_pressure_kb.attr,
 	NULL,
 };
