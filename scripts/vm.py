@@ -105,6 +105,24 @@ def _pdeathsig():
     os.setpgrp()
 
 
+def _term_to_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _install_term_handler():
+    """Turn SIGTERM/SIGHUP into SystemExit (if nobody handles them yet),
+    so that `with VM(...)` blocks and finally clauses still kill QEMU and
+    remove the temporary directory when a run is stopped by timeout(1)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _term_to_exit)
+        except (ValueError, OSError):
+            pass
+
+
 def build_initrd(kernel_ver, driver, out, extra_modules=()):
     """Run scripts/mkinitramfs.sh; raise VMError with its output on failure."""
     cmd = [os.path.join(ROOT, 'scripts', 'mkinitramfs.sh'), kernel_ver,
@@ -156,6 +174,7 @@ class VM:
         self._qmp_lock = threading.Lock()
         self.qmp_events = []
         self.boot_time = None
+        _install_term_handler()
         self.tmp = tempfile.mkdtemp(prefix='vb-vm.')
         try:
             self.console_path = os.path.join(self.tmp, 'console.log')

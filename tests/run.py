@@ -810,8 +810,10 @@ def main():
         for k in kernels:
             for t in tests:
                 runner.run_one(k, t)
-    except KeyboardInterrupt:
-        runner.report(False, 'host', 'interrupted', 'interrupted by user')
+    except (KeyboardInterrupt, SystemExit) as e:
+        runner.report(False, 'host', 'interrupted', 'run stopped (%s)'
+                      % (type(e).__name__ if isinstance(e, KeyboardInterrupt)
+                         else 'signal, exit %s' % e.code))
     finally:
         runner.close()
     total = time.monotonic() - t_all
