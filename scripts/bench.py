@@ -20,6 +20,11 @@ pressure   a guest with deflate-on-oom=on is ballooned down, then runs a
            One unballooned guest (driver "none") gives the reference time.
 hugepage   once per kernel and driver, a guest whose RAM is a hugetlb memfd
            inflates by 1 GiB; how much host memory comes back.
+resident   once per kernel and driver (not with --quick), the cycle's
+           inflation with QEMU tracing every ballooned PFN and the host's
+           pagemap of guest RAM read before and after: how many ballooned
+           pages were host-resident at all, and what share of those the
+           host got back (the ceiling of "RSS returned / ballooned").
 
 Writes DIR/raw.csv (one row per measurement), DIR/bench.csv (median, min,
 max per kernel, driver and metric, with the vballoon/in-tree ratio of the
@@ -35,11 +40,13 @@ bad usage.
 import argparse
 import csv
 import datetime
+import hashlib
 import math
 import os
 import re
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -82,6 +89,12 @@ METRICS = [
     ('madv_4k_s', 'host DONTNEED per 4K (s)', '%.3f'),
     ('madv_2m_s', 'host DONTNEED per 2M (s)', '%.4f'),
     ('madv_all_s', 'host DONTNEED one call (s)', '%.4f'),
+    ('madv_willneed_4k_s', 'host WILLNEED per 4K (s)', '%.3f'),
+    ('resident_ballooned_mib', 'ballooned & host-resident (MiB)', '%.0f'),
+    ('never_resident_mib', 'ballooned, never resident (MiB)', '%.0f'),
+    ('still_resident_mib', 'ballooned, still resident (MiB)', '%.0f'),
+    ('resident_returned_ratio', 'RSS returned / resident ballooned',
+     '%.3f'),
     ('pressure_prog_s', 'pressure: program (s)', '%.2f'),
     ('pressure_wall_s', 'pressure: program wall (s)', '%.2f'),
     ('pressure_oom_kills', 'pressure: OOM kills', '%.0f'),
@@ -235,7 +248,8 @@ class Bench:
                     if len(line.split()) == 2)
         for src, dst in (('dontneed_4k_s', 'madv_4k_s'),
                          ('dontneed_2m_s', 'madv_2m_s'),
-                         ('dontneed_all_s', 'madv_all_s')):
+                         ('dontneed_all_s', 'madv_all_s'),
+                         ('willneed_4k_s', 'madv_willneed_4k_s')):
             self.record(kname, 'host', rep, dst, float(vals[src]))
         log('%s host: DONTNEED %d MiB per 4K %.3f s, per 2M %.4f s' % (
             kname, mib, float(vals['dontneed_4k_s']),
@@ -351,6 +365,89 @@ class Bench:
                      'never (%.0f s)' % sz['giveup'])))
         finally:
             vm.close()
+
+    @staticmethod
+    def guest_ram(pid, size):
+        """Host address of guest RAM (the one anonymous rw mapping of
+        size bytes, or slightly more), or None."""
+        with open('/proc/%d/maps' % pid) as f:
+            for line in f:
+                parts = line.split()
+                a, b = (int(x, 16) for x in parts[0].split('-'))
+                if (parts[1].startswith('rw') and len(parts) == 5 and
+                        size <= b - a <= size + 4 * MiB):
+                    return a
+        return None
+
+    @staticmethod
+    def resident_pages(pid, addr, npages):
+        """Indices of the present pages among npages from addr."""
+        with open('/proc/%d/pagemap' % pid, 'rb') as f:
+            f.seek((addr >> 12) * 8)
+            data = f.read(npages * 8)
+        return {i for i, (e,) in enumerate(struct.iter_unpack('<Q', data))
+                if e >> 63}
+
+    def run_resident(self, kname, kver, driver):
+        sz = self.sz
+        name = '%s-resident-%s' % (kname, driver)
+        trace = os.path.join(self.out, name + '.trace')
+        args = ['-trace', 'enable=virtio_balloon_handle_output,file=' + trace]
+        vm = self.boot(kver, driver, name, extra_qemu_args=args)
+        try:
+            rec = lambda m, v: self.record(kname, driver, 0, m, v)  # noqa
+            mib = sz['touch'][0]
+            for mib in sz['touch']:
+                rc, _, out = self.touch(vm, mib)
+                if rc == 0:
+                    break
+            else:
+                raise Broken('guest could not touch memory: ' + out.strip())
+            pid = vm.proc.pid
+            npages = vm.mem_bytes >> 12
+            addr = self.guest_ram(pid, vm.mem_bytes)
+            if addr is None:
+                self.notes.append('%s: resident check skipped: guest RAM '
+                                  'mapping not found' % name)
+                return
+            r0, rss0 = self.resident_pages(pid, addr, npages), vm.rss_kib()
+            target = sz['inflate_to'] * MiB
+            t0 = time.monotonic()
+            vm.balloon(target)
+            if self.wait_actual(vm, target, t0, 180) is None:
+                raise Broken('inflate never reached target (traced guest)')
+            time.sleep(0.3)
+            r1, rss1 = self.resident_pages(pid, addr, npages), vm.rss_kib()
+        finally:
+            vm.close()
+        pfns = set()
+        try:
+            with open(trace) as f:
+                for line in f:
+                    m = re.search(r'gpa: 0x([0-9a-f]+)', line)
+                    if m:
+                        pfns.add(int(m.group(1), 16) >> 12)
+        finally:
+            try:
+                os.unlink(trace)
+            except OSError:
+                pass
+        want = (vm.mem_bytes >> 12) - (vm.expected_actual(target) >> 12)
+        if len(pfns) != want:
+            self.notes.append('%s: resident check skipped: traced %d PFNs, '
+                              'expected %d (QEMU trace backend?)' % (
+                                  name, len(pfns), want))
+            return
+        res = pfns & r0
+        rec('resident_ballooned_mib', len(res) / 256)
+        rec('never_resident_mib', (len(pfns) - len(res)) / 256)
+        rec('still_resident_mib', len(pfns & r1) / 256)
+        rec('resident_returned_ratio',
+            (rss0 - rss1) / 4.0 / len(res) if res else 0.0)
+        log('%s: %d MiB ballooned, %d MiB of it host-resident, %d MiB '
+            'still resident after; RSS drop %d MiB' % (
+                name, len(pfns) >> 8, len(res) >> 8, len(pfns & r1) >> 8,
+                (rss0 - rss1) >> 10))
 
     # ------------------------------------------------------------------
     def hugepage_setup(self):
@@ -497,6 +594,10 @@ class Bench:
             if not self.args.no_pressure:
                 self.guarded('%s pressure none' % kname, self.run_pressure,
                              kname, kver, 'none', 0)
+            if not (self.args.quick or self.args.no_diag):
+                for driver in DRIVERS:
+                    self.guarded('%s resident %s' % (kname, driver),
+                                 self.run_resident, kname, kver, driver)
         self.hugepage_all()
 
     # ------------------------------------------------------------------
@@ -546,7 +647,7 @@ class Bench:
         b = self.med(kname, 'inkernel', metric)
         if a is None or b is None:
             return None
-        if math.isinf(a) or math.isinf(b) or b == 0:
+        if math.isinf(a) or math.isinf(b) or b <= 0:
             return None
         return a / b
 
@@ -632,6 +733,11 @@ class Bench:
                 check(kname, kd / vd >= 3,
                       'deflate %.2fx faster than in-tree (%.3f s vs %.3f s; '
                       'want >= 3x)' % (kd / vd, vd, kd))
+                hw = m('host', 'madv_willneed_4k_s')
+                if hw:
+                    lines.append('  [info] %s: host floor for deflate (QEMU '
+                                 'WILLNEED per 4K PFN) %.3f s; 3x in-tree '
+                                 'would need %.3f s' % (kname, hw, kd / 3))
             else:
                 check(kname, None, 'deflate speed-up: not measured')
             rr = m('vballoon', 'rss_returned_ratio')
@@ -641,6 +747,21 @@ class Bench:
                       '(in-tree %s; want >= 0.98)' % (
                           rr, fmt_num('rss_returned_ratio',
                                       m('inkernel', 'rss_returned_ratio'))))
+            rv = m('vballoon', 'resident_returned_ratio')
+            if rv is not None:
+                lines.append('  [info] %s: of the ballooned pages that were '
+                             'host-resident, RSS returned %.3f (in-tree '
+                             '%s); never-resident ballooned pages: %s MiB '
+                             '(in-tree %s MiB)' % (
+                                 kname, rv,
+                                 fmt_num('resident_returned_ratio',
+                                         m('inkernel',
+                                           'resident_returned_ratio')),
+                                 fmt_num('never_resident_mib',
+                                         m('vballoon', 'never_resident_mib')),
+                                 fmt_num('never_resident_mib',
+                                         m('inkernel',
+                                           'never_resident_mib'))))
             ts = m('vballoon', 'thp_survival')
             if ts is not None:
                 check(kname, ts >= 0.9,
@@ -753,7 +874,26 @@ class Bench:
                                   text=True).stdout.strip()
         except OSError:
             head = 'unknown'
-        thp = open('/sys/kernel/mm/transparent_hugepage/enabled').read()
+        try:
+            dirty = subprocess.run(['git', '-C', ROOT, 'status',
+                                    '--porcelain', '--', 'src', 'include',
+                                    'Kbuild'], stdout=subprocess.PIPE,
+                                   text=True).stdout.strip()
+        except OSError:
+            dirty = ''
+        if dirty:
+            head += ' + uncommitted changes in src/include'
+        kos = []
+        for kname, kver in self.kernels:
+            ko = os.path.join(ROOT, 'build', kver, 'vballoon.ko')
+            try:
+                with open(ko, 'rb') as f:
+                    kos.append('%s %s' % (kname, hashlib.sha256(
+                        f.read()).hexdigest()[:12]))
+            except OSError:
+                kos.append('%s missing' % kname)
+        with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
+            thp = f.read()
         return [
             'date: %s' % datetime.datetime.now().astimezone().isoformat(
                 timespec='seconds'),
@@ -762,6 +902,7 @@ class Bench:
                                            os.cpu_count(), thp.strip()),
             'kernels: %s' % ', '.join('%s=%s' % k for k in self.kernels),
             'vballoon commit: %s' % head,
+            'vballoon.ko sha256: %s' % ', '.join(kos),
             'reps: %d%s' % (self.args.reps, ' (quick)' if self.args.quick
                             else ''),
         ]
@@ -779,6 +920,8 @@ def main():
     ap.add_argument('--out', default=os.path.join(ROOT, 'build', 'bench'))
     ap.add_argument('--no-pressure', action='store_true')
     ap.add_argument('--no-hugepage', action='store_true')
+    ap.add_argument('--no-diag', action='store_true',
+                    help='skip the traced resident-page check')
     args = ap.parse_args()
     if args.reps is None:
         args.reps = 1 if args.quick else 5
@@ -816,6 +959,8 @@ def main():
     plot = b.plot()
     out = meta + ['runtime: %.0f s' % (time.monotonic() - t0)]
     out += b.table() + b.targets() + ['', plot]
+    if b.notes:
+        out += [''] + b.notes
     if b.failures:
         out += ['', 'FUNCTIONAL FAILURES (%d):' % len(b.failures)]
         out += ['  ' + f for f in b.failures]
