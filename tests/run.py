@@ -663,6 +663,64 @@ def t_sysfs_knobs(ctx):
         ctx.foundation(v, 0)
 
 
+@test('target_changes_in_flight')
+def t_target_changes(ctx):
+    """The host changes its mind while the balloon moves: the last target
+    is reached exactly."""
+    with ctx.boot() as v:
+        ctx.load(v)
+        seq = [512 * MiB, RAM, 256 * MiB, 1536 * MiB, 768 * MiB + 4096,
+               RAM - 4096]
+        for delay in (0.0, 0.3):
+            for t in seq:
+                v.balloon(t)
+                time.sleep(delay)
+            took = ctx.wait_balloon(v, seq[-1], 120,
+                                    'last of %d targets (%.1f s apart)'
+                                    % (len(seq), delay))
+            if took is not None:
+                log('settled on the last target %.2f s after it was set'
+                    % took)
+            time.sleep(2)
+            ctx.check(v.query_balloon() == v.expected_actual(seq[-1]),
+                      'balloon moved away from the last target')
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 120, 'deflate')
+        ctx.touch(v, 1536)
+
+
+@test('rmmod_during_inflate')
+def t_rmmod_during_inflate(ctx):
+    """rmmod while an inflation is still running, at several delays:
+    rmmod succeeds, every page comes back, the host sees an empty
+    balloon."""
+    with ctx.boot() as v:
+        time.sleep(1)
+        f0, _ = free_kb(v)
+        for i, delay in enumerate((0.0, 0.1, 0.3, 0.6, 1.0)):
+            v.balloon(RAM)
+            ctx.load(v)
+            v.balloon(256 * MiB)
+            time.sleep(delay)
+            mid = v.query_balloon()
+            t0 = time.monotonic()
+            ctx.unload(v)
+            log('rmmod %.1f s into a 1.75 GiB inflation (at %d MiB): '
+                '%.2f s' % (delay, (RAM - mid) // MiB,
+                            time.monotonic() - t0))
+            try:
+                v.wait_balloon(RAM, 30)
+            except VMError as e:
+                ctx.fail('after rmmod %d: balloon not empty: %s' % (i, e))
+        f1, _ = free_kb(v)
+        log('free (MemFree+pcp) before %d kB, after %d kB' % (f0, f1))
+        ctx.check(abs(f1 - f0) <= 0.02 * f0,
+                  'MemFree(+pcp) after rmmods: expected %d kB ±2%%, got %d '
+                  'kB' % (f0, f1))
+        v.balloon(RAM)
+        ctx.touch(v, 1536)
+
+
 # ---------------------------------------------------------------------------
 
 class Runner:
