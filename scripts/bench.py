@@ -917,12 +917,18 @@ def main():
                     help='repetitions per driver (default 5, --quick 1)')
     ap.add_argument('--quick', action='store_true',
                     help='smoke run: 1 rep, first kernel, 1 GiB guest')
-    ap.add_argument('--out', default=os.path.join(ROOT, 'build', 'bench'))
+    ap.add_argument('--out', default=None,
+                    help='results directory (default build/bench; '
+                    'build/bench/quick with --quick, so a smoke run never '
+                    'overwrites a full one)')
     ap.add_argument('--no-pressure', action='store_true')
     ap.add_argument('--no-hugepage', action='store_true')
     ap.add_argument('--no-diag', action='store_true',
                     help='skip the traced resident-page check')
     args = ap.parse_args()
+    if args.out is None:
+        args.out = os.path.join(ROOT, 'build', 'bench',
+                                *(['quick'] if args.quick else []))
     if args.reps is None:
         args.reps = 1 if args.quick else 5
     if args.reps < 1:
