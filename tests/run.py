@@ -804,6 +804,21 @@ class Runner:
             self.report(True, kernel, name, secs=secs)
 
 
+def load_case_modules():
+    """Import tests/cases_*.py: each registers more tests with @test.
+
+    A case module does `from run import test, log, TestFail, TestSkip,
+    RAM, KiB` (run.py is importable as module 'run'; when it runs as
+    __main__ it registers itself under that name first)."""
+    sys.modules.setdefault('run', sys.modules[__name__])
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    for f in sorted(os.listdir(here)):
+        if f.startswith('cases_') and f.endswith('.py'):
+            __import__(f[:-3])
+
+
 def resolve_kernels(spec):
     env = vmmod.load_kernels_env()
     out = []
@@ -819,6 +834,7 @@ def resolve_kernels(spec):
 
 
 def main():
+    load_case_modules()
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('-k', dest='pattern', default=None,
                     help='run tests whose name contains (or glob-matches) '
