@@ -39,6 +39,8 @@ fi
 pkgs=(qemu-system-x86 qemu-utils busybox-static cpio kmod sparse xz-utils
       gcc make libc6-dev libelf-dev python3 linux-source-6.1 e2fsprogs
       gnuplot-nox dkms)
+# tests/libvirt_test.py: libvirtd, virtlogd, virsh and libvirt's QEMU driver.
+pkgs+=(libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
