@@ -82,6 +82,10 @@ else
 	echo "not ok - tests/run.py gave no summary (exit status $suite_rc)"
 fi
 
+# Real host tools: DKMS on private trees, libvirt with a private daemon.
+item "dkms add/build/install (both kernels)" bash tests/dkms_test.sh
+item "libvirt setmem/dommemstat (both kernels)" python3 tests/libvirt_test.py --no-build
+
 echo "# make check took $(($(date +%s) - t_start)) s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
