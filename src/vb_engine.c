@@ -559,10 +559,16 @@ void vb_work_fn(struct work_struct *work)
 				break;
 			}
 		} else if (target < held) {
+			/*
+			 * Nothing to take: the rest is in a shrinker request
+			 * the host has not answered yet.  Look again soon.
+			 */
 			if (!vb_move(vb, false,
 				     min(held - target, VB_WORK_BATCH),
-				     &short_alloc, true))
+				     &short_alloc, true)) {
+				again = VB_BACKOFF_MIN;
 				break;
+			}
 		} else {
 			break;
 		}
