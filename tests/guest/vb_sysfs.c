@@ -343,12 +343,15 @@ TEST_F(rw, junk_is_einval)
 
 /*
  * A NUL byte after the digits is "anything after the digits other than
- * one newline" too (printf '5\0' > attr): EINVAL.
+ * one newline" too (printf '5\0' > attr): EINVAL.  sysfs hands the store
+ * all count bytes, so a parser that stops at the first NUL also lets
+ * whatever follows it through ("5\0abc").
  */
 TEST_F(rw, trailing_nul_is_einval)
 {
 	expect_refused(_metadata, variant->name, "5\0", 2, EINVAL);
 	expect_refused(_metadata, variant->name, "5\n\0", 3, EINVAL);
+	expect_refused(_metadata, variant->name, "5\0abc\n", 6, EINVAL);
 }
 
 /* Too large for the type, or for the guest: ERANGE. */
