@@ -10,8 +10,10 @@
 #ifndef _VB_COMPAT_H
 #define _VB_COMPAT_H
 
+#include <linux/sched.h>
 #include <linux/shrinker.h>
 #include <linux/slab.h>
+#include <linux/swap.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 
@@ -141,5 +143,19 @@ static inline void vb_shrinker_free(struct shrinker *s)
 }
 
 #endif /* VB_HAVE_SHRINKER_ALLOC */
+
+/*
+ * Credit pages a shrinker handed back to the reclaim that called it, so
+ * the page allocator sees progress and does not count the round as failed.
+ */
+static inline void vb_account_reclaimed(unsigned long pages)
+{
+#ifdef VB_HAVE_MM_ACCOUNT_RECLAIMED_PAGES
+	mm_account_reclaimed_pages(pages);
+#else
+	if (current->reclaim_state)
+		current->reclaim_state->reclaimed_slab += pages;
+#endif
+}
 
 #endif /* _VB_COMPAT_H */

@@ -155,9 +155,10 @@ struct vballoon {
 	bool inflating;			/* an inflation run is in progress */
 
 	/*
-	 * pressure_lock serialises shrinker deflations (only tried, never
-	 * waited for, from reclaim) and owns preq; vqs_ready says the
-	 * virtqueues may be used, and is cleared under it on freeze.
+	 * pressure_lock serialises shrinker deflations and owns preq; a
+	 * reclaimer waits for it.  Nothing under it allocates (beyond
+	 * GFP_NOWAIT) or depends on reclaim.  vqs_ready says the virtqueues
+	 * may be used, and is cleared under it on freeze and remove.
 	 */
 	struct mutex pressure_lock;
 	struct vb_req *preq;

@@ -51,6 +51,14 @@ void vb_probe(void)
 		shrinker_free(s);
 }'
 
+# 6.4 added mm_account_reclaimed_pages() in place of reclaimed_slab.
+probe VB_HAVE_MM_ACCOUNT_RECLAIMED_PAGES '
+#include <linux/swap.h>
+void vb_probe(void)
+{
+	mm_account_reclaimed_pages(1);
+}'
+
 # 6.0 added a name to register_shrinker().
 probe VB_HAVE_REGISTER_SHRINKER_NAME '
 struct shrinker vb_s;

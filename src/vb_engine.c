@@ -613,20 +613,19 @@ static unsigned long vb_pressure_round(struct vballoon *vb, unsigned long want)
 }
 
 /*
- * Deflate for the shrinker.  Called from reclaim: it only tries
- * pressure_lock, allocates nothing that can sleep (a ring may take an
- * indirect table with GFP_NOWAIT), takes actual_lock only around one
- * config write, and waits at most VB_ACK_POLL per request for the host.
- * Returns the pages given back to the guest.
+ * Deflate for the shrinker, with pressure_lock held.  Allocates nothing
+ * that can sleep (a ring may take an indirect table with GFP_NOWAIT),
+ * takes actual_lock only around one config write, and waits at most
+ * VB_ACK_POLL per request for the host.  Returns the pages given back to
+ * the guest.
  */
 unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want)
 {
 	unsigned long freed = 0, n;
 
-	if (!mutex_trylock(&vb->pressure_lock))
-		return 0;
+	lockdep_assert_held(&vb->pressure_lock);
 	if (!vb->vqs_ready)
-		goto out_unlock;
+		return 0;
 
 	/* A request an earlier call gave up waiting for. */
 	if (vb_req_state(vb, vb->preq) == VB_REQ_DONE)
@@ -639,8 +638,6 @@ unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want)
 	}
 	if (freed)
 		vb_update_actual(vb);
-out_unlock:
-	mutex_unlock(&vb->pressure_lock);
 	return freed;
 }
 

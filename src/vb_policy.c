@@ -7,12 +7,12 @@
  *
  * Pressure (only with DEFLATE_ON_OOM, as the specification allows): a
  * shrinker gives balloon pages back when the guest is really short, that
- * is when reclaim runs while both the page cache (file LRU) and free
- * memory are below pressure_reserve.  It never gives pages back to the
- * reclaim its own inflation causes; when kswapd runs because of our
- * inflation and the guest is short, inflation stops instead (the guest has
- * nothing more to spare).  This avoids the inflate/shrink busy loop the
- * upstream shrinker had.
+ * is when reclaim runs while MemAvailable (free memory above the reserves
+ * plus reclaimable page cache and slab) is below pressure_reserve.  It
+ * never gives pages back to the reclaim its own inflation causes; when
+ * kswapd runs because of our inflation and the guest is short, inflation
+ * stops instead (the guest has nothing more to spare).  This avoids the
+ * inflate/shrink busy loop the upstream shrinker had.
  *
  * After pressure the balloon goes back to its target by itself: it holds
  * off for holdoff after the last pressure deflation, then re-inflates in
@@ -187,20 +187,17 @@ static unsigned long vb_pressure_batch(struct vballoon *vb)
 }
 
 /*
- * Is the guest really short?  Only when page cache, which ordinary reclaim
- * takes first, is down to pressure_reserve, and free memory is too: the
- * first keeps the balloon out of reclaim that page cache can satisfy (the
- * inflate/shrink busy loop), the second ends a burst of deflation as soon
- * as the guest has room again.
+ * Is the guest really short?  MemAvailable counts free memory above the
+ * watermarks and reserves plus the page cache and slab that reclaim could
+ * still take.  While it is above pressure_reserve ordinary reclaim is
+ * enough and the balloon stays (no inflate/shrink busy loop against page
+ * cache); it also ends a burst of deflation as soon as the guest has room
+ * again.  Being relative to the watermarks, it works for small guests
+ * too, where raw free memory never drops below a fixed threshold.
  */
 static bool vb_guest_short(struct vballoon *vb)
 {
-	unsigned long reserve = READ_ONCE(vb->pressure_reserve);
-	unsigned long file = global_node_page_state(NR_ACTIVE_FILE) +
-			     global_node_page_state(NR_INACTIVE_FILE);
-
-	return file <= reserve &&
-	       global_zone_page_state(NR_FREE_PAGES) <= reserve;
+	return si_mem_available() <= (long)READ_ONCE(vb->pressure_reserve);
 }
 
 /*
@@ -242,14 +239,25 @@ static unsigned long vb_shrink_scan(struct shrinker *s,
 				    struct shrink_control *sc)
 {
 	struct vballoon *vb = vb_shrinker_private(s);
-	unsigned long freed;
+	unsigned long freed = 0;
 
 	if (!vb_pressure_allowed(vb))
 		return SHRINK_STOP;
-	freed = vb_pressure_deflate(vb, max(sc->nr_to_scan,
-					    vb_pressure_batch(vb)));
+	/*
+	 * Wait for a deflation running on another CPU rather than give up:
+	 * a reclaimer that comes back empty-handed while memory is on its
+	 * way counts a failed round, and enough of those OOM-kill.  Then
+	 * look again, since that deflation may have been enough.  Nothing
+	 * under pressure_lock allocates or waits for reclaim.
+	 */
+	mutex_lock(&vb->pressure_lock);
+	if (vb_guest_short(vb))
+		freed = vb_pressure_deflate(vb, max(sc->nr_to_scan,
+						    vb_pressure_batch(vb)));
+	mutex_unlock(&vb->pressure_lock);
 	if (!freed)
 		return SHRINK_STOP;
+	vb_account_reclaimed(freed);
 	vb_policy_pressure(vb, freed);
 	return freed;
 }

@@ -12,6 +12,7 @@
 #include <linux/device.h>
 #include <linux/jiffies.h>
 #include <linux/kernel.h>
+#include <linux/string.h>
 #include <linux/sysfs.h>
 
 #include "vballoon.h"
@@ -21,12 +22,25 @@ static struct vballoon *dev_to_vb(struct device *dev)
 	return dev_to_virtio(dev)->priv;
 }
 
-/* Parse a KiB count; reject what is not a plain decimal number. */
-static int vb_parse_kb(const char *buf, u64 *kb)
+/*
+ * Check a write before parsing it: CAP_SYS_ADMIN, and no NUL inside the
+ * written bytes (kstrto*() would stop there and never see what follows).
+ */
+static int vb_check_write(const char *buf, size_t count)
 {
 	if (!capable(CAP_SYS_ADMIN))
 		return -EPERM;
-	return kstrtou64(buf, 10, kb);
+	if (strnlen(buf, count) != count)
+		return -EINVAL;
+	return 0;
+}
+
+/* Parse a KiB count; reject what is not a plain decimal number. */
+static int vb_parse_kb(const char *buf, size_t count, u64 *kb)
+{
+	int err = vb_check_write(buf, count);
+
+	return err ? err : kstrtou64(buf, 10, kb);
 }
 
 static ssize_t current_kb_show(struct device *dev,
@@ -60,7 +74,7 @@ static ssize_t target_kb_store(struct device *dev,
 	u64 kb;
 	int err;
 
-	err = vb_parse_kb(buf, &kb);
+	err = vb_parse_kb(buf, count, &kb);
 	if (err)
 		return err;
 	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
@@ -88,7 +102,7 @@ static ssize_t floor_kb_store(struct device *dev,
 	u64 kb;
 	int err;
 
-	err = vb_parse_kb(buf, &kb);
+	err = vb_parse_kb(buf, count, &kb);
 	if (err)
 		return err;
 	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
@@ -118,8 +132,9 @@ static ssize_t holdoff_ms_store(struct device *dev,
 	unsigned int ms;
 	int err;
 
-	if (!capable(CAP_SYS_ADMIN))
-		return -EPERM;
+	err = vb_check_write(buf, count);
+	if (err)
+		return err;
 	err = kstrtouint(buf, 10, &ms);
 	if (err)
 		return err;
@@ -150,7 +165,7 @@ static ssize_t pressure_reserve_kb_store(struct device *dev,
 	u64 kb;
 	int err;
 
-	err = vb_parse_kb(buf, &kb);
+	err = vb_parse_kb(buf, count, &kb);
 	if (err)
 		return err;
 	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
