@@ -86,6 +86,10 @@ fi
 item "dkms add/build/install (both kernels)" bash tests/dkms_test.sh
 item "libvirt setmem/dommemstat (both kernels)" python3 tests/libvirt_test.py --no-build
 
+# A smoke run of the benchmark (no timing assertions: it fails only when
+# something functionally broke).
+item "bench --quick (smoke)" bash scripts/bench.sh --quick
+
 echo "# make check took $(($(date +%s) - t_start)) s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
