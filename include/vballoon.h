@@ -166,9 +166,10 @@ struct vballoon {
 	struct shrinker *shrinker;
 
 	/*
-	 * lock guards the balloon itself: the page lists, nr_held, the admin
-	 * knobs, the policy state and the counters.  Never held across
-	 * allocation, device I/O or sleep.
+	 * lock guards the balloon itself: the page lists, nr_held, the
+	 * policy state and the counters, and is taken to read the admin
+	 * knobs together (sysfs stores each knob with one WRITE_ONCE).
+	 * Never held across allocation, device I/O or sleep.
 	 */
 	spinlock_t lock;
 	struct list_head chunks;	/* 2 MiB chunks, by page->lru */

@@ -35,35 +35,54 @@ static int vb_check_write(const char *buf, size_t count)
 	return 0;
 }
 
-/* Parse a KiB count; reject what is not a plain decimal number. */
-static int vb_parse_kb(const char *buf, size_t count, u64 *kb)
+/*
+ * Parse a size in KiB into pages, rounded up or down.  Rejects what is not
+ * a plain decimal number (-EINVAL), and sizes that overflow or exceed
+ * guest RAM (-ERANGE).
+ */
+static int vb_parse_pages(struct vballoon *vb, const char *buf, size_t count,
+			  bool round_up, unsigned long *pages)
 {
-	int err = vb_check_write(buf, count);
+	u64 kb;
+	int err;
 
-	return err ? err : kstrtou64(buf, 10, kb);
+	err = vb_check_write(buf, count);
+	if (!err)
+		err = kstrtou64(buf, 10, &kb);
+	if (err)
+		return err;
+	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
+		return -ERANGE;
+	if (round_up)
+		*pages = DIV_ROUND_UP_ULL(kb, PAGE_SIZE >> 10);
+	else
+		*pages = kb >> (PAGE_SHIFT - 10);
+	return 0;
+}
+
+static ssize_t vb_show_pages(char *buf, unsigned long pages)
+{
+	return sysfs_emit(buf, "%llu\n", VB_PAGES_TO_KB(pages));
 }
 
 static ssize_t current_kb_show(struct device *dev,
 			       struct device_attribute *attr, char *buf)
 {
-	return sysfs_emit(buf, "%llu\n",
-			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->nr_held)));
+	return vb_show_pages(buf, READ_ONCE(dev_to_vb(dev)->nr_held));
 }
 static DEVICE_ATTR_RO(current_kb);
 
 static ssize_t host_target_kb_show(struct device *dev,
 				   struct device_attribute *attr, char *buf)
 {
-	return sysfs_emit(buf, "%llu\n",
-			  VB_PAGES_TO_KB(vb_host_target(dev_to_vb(dev))));
+	return vb_show_pages(buf, vb_host_target(dev_to_vb(dev)));
 }
 static DEVICE_ATTR_RO(host_target_kb);
 
 static ssize_t target_kb_show(struct device *dev,
 			      struct device_attribute *attr, char *buf)
 {
-	return sysfs_emit(buf, "%llu\n",
-			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->guest_target)));
+	return vb_show_pages(buf, READ_ONCE(dev_to_vb(dev)->guest_target));
 }
 
 static ssize_t target_kb_store(struct device *dev,
@@ -71,17 +90,13 @@ static ssize_t target_kb_store(struct device *dev,
 			       const char *buf, size_t count)
 {
 	struct vballoon *vb = dev_to_vb(dev);
-	u64 kb;
+	unsigned long pages;
 	int err;
 
-	err = vb_parse_kb(buf, count, &kb);
+	err = vb_parse_pages(vb, buf, count, false, &pages);
 	if (err)
 		return err;
-	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
-		return -ERANGE;
-	spin_lock(&vb->lock);
-	vb->guest_target = kb >> (PAGE_SHIFT - 10);
-	spin_unlock(&vb->lock);
+	WRITE_ONCE(vb->guest_target, pages);
 	vb_queue_work(vb, 0);
 	return count;
 }
@@ -90,8 +105,7 @@ static DEVICE_ATTR_RW(target_kb);
 static ssize_t floor_kb_show(struct device *dev,
 			     struct device_attribute *attr, char *buf)
 {
-	return sysfs_emit(buf, "%llu\n",
-			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->floor)));
+	return vb_show_pages(buf, READ_ONCE(dev_to_vb(dev)->floor));
 }
 
 static ssize_t floor_kb_store(struct device *dev,
@@ -99,18 +113,14 @@ static ssize_t floor_kb_store(struct device *dev,
 			      const char *buf, size_t count)
 {
 	struct vballoon *vb = dev_to_vb(dev);
-	u64 kb;
+	unsigned long pages;
 	int err;
 
-	err = vb_parse_kb(buf, count, &kb);
+	/* Round up: the floor is a promise to the guest. */
+	err = vb_parse_pages(vb, buf, count, true, &pages);
 	if (err)
 		return err;
-	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
-		return -ERANGE;
-	spin_lock(&vb->lock);
-	/* Round up: the floor is a promise to the guest. */
-	vb->floor = DIV_ROUND_UP_ULL(kb, PAGE_SIZE >> 10);
-	spin_unlock(&vb->lock);
+	WRITE_ONCE(vb->floor, pages);
 	/* A raised floor deflates at once. */
 	vb_queue_work(vb, 0);
 	return count;
@@ -133,9 +143,8 @@ static ssize_t holdoff_ms_store(struct device *dev,
 	int err;
 
 	err = vb_check_write(buf, count);
-	if (err)
-		return err;
-	err = kstrtouint(buf, 10, &ms);
+	if (!err)
+		err = kstrtouint(buf, 10, &ms);
 	if (err)
 		return err;
 	/* Up to the most the hold-off ever grows to. */
@@ -153,8 +162,7 @@ static ssize_t pressure_reserve_kb_show(struct device *dev,
 					struct device_attribute *attr,
 					char *buf)
 {
-	return sysfs_emit(buf, "%llu\n",
-			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->pressure_reserve)));
+	return vb_show_pages(buf, READ_ONCE(dev_to_vb(dev)->pressure_reserve));
 }
 
 static ssize_t pressure_reserve_kb_store(struct device *dev,
@@ -162,15 +170,13 @@ static ssize_t pressure_reserve_kb_store(struct device *dev,
 					 const char *buf, size_t count)
 {
 	struct vballoon *vb = dev_to_vb(dev);
-	u64 kb;
+	unsigned long pages;
 	int err;
 
-	err = vb_parse_kb(buf, count, &kb);
+	err = vb_parse_pages(vb, buf, count, false, &pages);
 	if (err)
 		return err;
-	if (kb > VB_PAGES_TO_KB(vb_guest_ram(vb)))
-		return -ERANGE;
-	WRITE_ONCE(vb->pressure_reserve, kb >> (PAGE_SHIFT - 10));
+	WRITE_ONCE(vb->pressure_reserve, pages);
 	return count;
 }
 static DEVICE_ATTR_RW(pressure_reserve_kb);
@@ -178,8 +184,7 @@ static DEVICE_ATTR_RW(pressure_reserve_kb);
 static ssize_t pressure_kb_show(struct device *dev,
 				struct device_attribute *attr, char *buf)
 {
-	return sysfs_emit(buf, "%llu\n",
-			  VB_PAGES_TO_KB(READ_ONCE(dev_to_vb(dev)->stats.pressure_pages)));
+	return vb_show_pages(buf, READ_ONCE(dev_to_vb(dev)->stats.pressure_pages));
 }
 static DEVICE_ATTR_RO(pressure_kb);
 
