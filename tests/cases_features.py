@@ -247,3 +247,50 @@ def page_poison_test(opt):
 
 for _opt in ('init_on_free', 'page_poison'):
     test('page_poison_' + _opt, timeout=600)(page_poison_test(_opt))
+
+
+@test('stats_under_pressure', timeout=600)
+def t_stats_under_pressure(ctx):
+    """Statistics keep flowing under memory pressure: with polling every
+    second and deflate-on-oom, guest-stats keeps updating while a 1200 MiB
+    program holds its memory in a guest ballooned to 768 MiB, and the free
+    memory it reports drops while the program holds it."""
+    with ctx.boot(balloon_opts='deflate-on-oom=on') as v:
+        ctx.load(v)
+        path = v.balloon_qom_path()
+        v.qmp('qom-set', path=path, property='guest-stats-polling-interval',
+              value=1)
+        target = 768 * MiB
+        v.balloon(target)
+        ctx.require(ctx.wait_balloon(v, target, 120, 'inflate') is not None,
+                    'inflate did not complete')
+        g0 = guest_stats(ctx, v)
+        free0 = g0['stats']['stat-free-memory']
+        v.sh_ok('rm -f /tmp/sp.out; (vb_touch -m 1200 -s 8 > /tmp/sp.out '
+                '2>&1; echo rc=$? >> /tmp/sp.out) &')
+        updates, frees = set(), []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            g = v.qmp('qom-get', path=path, property='guest-stats')
+            updates.add(g.get('last-update', 0))
+            frees.append(g['stats'].get('stat-free-memory', -1))
+            rc, out = v.sh('cat /tmp/sp.out')
+            if 'rc=' in out:
+                break
+            time.sleep(0.25)
+        log('program: %s' % out.strip()[-200:])
+        log('%d distinct stats updates while it ran; free memory %d MiB '
+            'before, lowest %d MiB' % (len(updates) - 1, free0 // MiB,
+                                       min(frees) // MiB))
+        ctx.check('rc=0' in out, 'vb_touch 1200 MiB under a 768 MiB balloon: '
+                  'expected rc=0, got %s' % out.strip()[-200:])
+        # The program runs for more than 8 s; one report a second.
+        ctx.check(len(updates) - 1 >= 4,
+                  'guest-stats under pressure: expected >= 4 new reports, '
+                  'got %d' % (len(updates) - 1))
+        ctx.check(min(frees) < free0 - 300 * MiB,
+                  'guest-stats free memory under pressure: expected below '
+                  '%d MiB, lowest was %d MiB'
+                  % ((free0 - 300 * MiB) // MiB, min(frees) // MiB))
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 120, 'deflate')
