@@ -499,6 +499,22 @@ class VM:
     def balloon_qom_path(self):
         return '/machine/peripheral/balloon0'
 
+    def guest_stats(self, prev_update=0, timeout=30, interval=0.25):
+        """qom-get guest-stats once its last-update is newer than
+        prev_update; raise VMTimeout if that takes over timeout s."""
+        path = self.balloon_qom_path()
+        deadline = time.monotonic() + timeout
+        while True:
+            g = self.qmp('qom-get', path=path, property='guest-stats')
+            if g.get('last-update', 0) > prev_update:
+                return g
+            if time.monotonic() > deadline:
+                raise VMTimeout('guest-stats: expected last-update > %d '
+                                'within %d s, got %s'
+                                % (prev_update, timeout,
+                                   g.get('last-update')))
+            time.sleep(interval)
+
     # ------------------------------------------------------------------
     # host and guest views
     def _proc_field(self, fname, field):

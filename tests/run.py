@@ -495,17 +495,7 @@ def t_host_stats(ctx):
         v.qmp('qom-set', path=path, property='guest-stats-polling-interval',
               value=1)
 
-        def stats(prev_update=0, timeout=30):
-            deadline = time.monotonic() + timeout
-            while True:
-                g = v.qmp('qom-get', path=path, property='guest-stats')
-                if g.get('last-update', 0) > prev_update:
-                    return g
-                if time.monotonic() > deadline:
-                    raise TestFail('guest-stats not updated within %d s '
-                                   '(last-update %s)' % (timeout,
-                                                         g.get('last-update')))
-                time.sleep(0.5)
+        stats = v.guest_stats
 
         def check_stats(g, what):
             st = g['stats']
