@@ -10,12 +10,14 @@
 #ifndef _VB_COMPAT_H
 #define _VB_COMPAT_H
 
+#include <linux/page_reporting.h>
 #include <linux/sched.h>
 #include <linux/shrinker.h>
 #include <linux/slab.h>
 #include <linux/swap.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/vmstat.h>
 
 #include "vb_autoconf.h"
 
@@ -56,6 +58,25 @@ static inline int vb_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 	return virtio_find_vqs(vdev, nvqs, vqs, info, NULL);
 #else
 	return virtio_find_vqs(vdev, nvqs, vqs, callbacks, names, NULL);
+#endif
+}
+
+/*
+ * The first 64 feature bits the device offers (not only the negotiated
+ * ones).  Transports implemented config->get_features() until the 128-bit
+ * feature words came; since then the modern PCI transport implements only
+ * get_extended_features(), and virtio_get_features() picks whichever the
+ * transport has.
+ */
+static inline u64 vb_offered_features(struct virtio_device *vdev)
+{
+#ifdef VB_HAVE_VIRTIO_GET_FEATURES
+	u64 features[VIRTIO_FEATURES_U64S] = {};
+
+	virtio_get_features(vdev, features);
+	return features[0];
+#else
+	return vdev->config->get_features(vdev);
 #endif
 }
 
@@ -155,6 +176,35 @@ static inline void vb_account_reclaimed(unsigned long pages)
 #else
 	if (current->reclaim_state)
 		current->reclaim_state->reclaimed_slab += pages;
+#endif
+}
+
+/*
+ * The reclaim counters of statistics tags 12-15, in pages.  ev is the array
+ * all_vm_events() filled; the counters were VM events until they moved to
+ * the per-node stats (same names: only the probe tells which).
+ */
+static inline unsigned long vb_reclaim_count(const unsigned long *ev, int item)
+{
+#ifdef VB_HAVE_NODE_STAT_PGSCAN
+	return global_node_page_state(item);
+#else
+	return ev[item];
+#endif
+}
+
+/*
+ * Free page reporting from the core's default order (pageblock_order, or
+ * the page_reporting.page_reporting_order parameter).  An order of 0 asked
+ * for that until 0 came to mean order 0 (4 KiB blocks) and
+ * PAGE_REPORTING_ORDER_UNSPECIFIED to mean the default.
+ */
+static inline void vb_report_default_order(struct page_reporting_dev_info *pr)
+{
+#ifdef VB_HAVE_PAGE_REPORTING_ORDER_UNSPECIFIED
+	pr->order = PAGE_REPORTING_ORDER_UNSPECIFIED;
+#else
+	pr->order = 0;
 #endif
 }
 

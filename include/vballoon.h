@@ -10,6 +10,7 @@
  *   vb_sysfs.c   the admin's knobs
  *   vb_stats.c   statistics for the host (stats queue), counters, debugfs
  *   vb_report.c  free page reporting
+ *   vb_hint.c    free page hinting: the command handshake
  */
 #ifndef _VBALLOON_H
 #define _VBALLOON_H
@@ -72,6 +73,7 @@ struct vb_req {
 	bool chunk;
 	/* Guarded by vballoon.vq_lock. */
 	enum vb_req_state state;
+	unsigned int elems;		/* elements the host still holds */
 	__virtio32 pfns[VB_PFNS_PER_REQ];
 };
 
@@ -89,6 +91,9 @@ struct vb_counters {
 	u64 pressure_yields;
 	u64 reinflated_pages;
 	u64 holdoff_doublings;
+	u64 floor_stops;
+	u64 floor_deflations;
+	u64 floor_deflated_pages;
 	u64 inflate_ns;
 	u64 deflate_ns;
 };
@@ -102,6 +107,8 @@ struct vb_policy {
 	unsigned long batch;		/* pages the last shrinker call gave back */
 	bool reinflated;		/* re-inflated since last_pressure */
 	unsigned int seq;		/* bumped on every pressure event */
+	unsigned long floor_until;	/* jiffies: no inflation before, floor reached */
+	unsigned long floor_told;	/* host target last reported as past the floor */
 };
 
 struct vballoon {
@@ -109,6 +116,7 @@ struct vballoon {
 	struct virtqueue *inflate_vq;
 	struct virtqueue *deflate_vq;
 	struct virtqueue *stats_vq;	/* NULL without STATS_VQ */
+	struct virtqueue *hint_vq;	/* NULL without FREE_PAGE_HINT */
 	struct virtqueue *report_vq;	/* NULL without REPORTING */
 
 	/*
@@ -121,6 +129,11 @@ struct vballoon {
 	bool host_stats;	/* STATS_VQ: answer the host's stats requests */
 	bool reporting;		/* REPORTING: report free pages */
 	bool page_poison;	/* PAGE_POISON: host told our poison value */
+	bool hinting;		/* FREE_PAGE_HINT: answer hinting rounds */
+	/* Why an offered REPORTING was declined (NULL: it was not). */
+	const char *reporting_off_why;
+	/* Inflate/deflate elements: one chain per request, or single descriptors. */
+	bool chain;
 
 	struct workqueue_struct *wq;
 	struct delayed_work work;
@@ -199,6 +212,26 @@ struct vballoon {
 	bool pr_registered;
 	bool report_busy;
 
+	/*
+	 * Free page hinting.  hint_work owns hint_bufs and hint_answered (a
+	 * work item never runs twice at once); hint_inflight, the buffers
+	 * the host has not used yet, is guarded by vq_lock.
+	 */
+	struct work_struct hint_work;
+	__virtio32 hint_bufs[2];
+	u32 hint_answered;
+	unsigned int hint_inflight;
+
+	/*
+	 * Under vq_lock: true while stats_buf is not free for a new report,
+	 * because the host holds it or a report is being filled.  The spec
+	 * allows one buffer on the stats queue.
+	 */
+	bool stats_queued;
+
+	/* Set once when the device breaks; the worker stops for good. */
+	bool broken;
+
 	/* actual_lock orders writes of config.actual; actual is the last one. */
 	struct mutex actual_lock;
 	u32 actual;
@@ -218,7 +251,7 @@ void vb_work_fn(struct work_struct *work);
 void vb_engine_drain(struct vballoon *vb);
 void vb_engine_release(struct vballoon *vb);
 unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want);
-void vb_update_actual(struct vballoon *vb);
+void vb_update_actual(struct vballoon *vb, bool force);
 
 /* vb_policy.c */
 void vb_policy_init(struct vballoon *vb);
@@ -226,9 +259,17 @@ unsigned long vb_guest_ram(struct vballoon *vb);
 unsigned long vb_policy_target(struct vballoon *vb, unsigned long held,
 			       unsigned long *again);
 bool vb_policy_inflate_paused(struct vballoon *vb, unsigned int seq);
+bool vb_policy_may_take(struct vballoon *vb, unsigned long pages,
+			unsigned int order);
 void vb_policy_inflated(struct vballoon *vb, unsigned long pages);
 int vb_pressure_register(struct vballoon *vb);
 void vb_pressure_unregister(struct vballoon *vb);
+
+/* vb_hint.c */
+void vb_hint_vq_done(struct virtqueue *vq);
+void vb_hint_kick(struct vballoon *vb);
+void vb_hint_work_fn(struct work_struct *work);
+void vb_hint_start(struct vballoon *vb);
 
 /* vb_report.c */
 void vb_report_vq_done(struct virtqueue *vq);

@@ -13,8 +13,11 @@ out=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# probe NAME BODY [CFLAGS]: NAME is defined when BODY compiles (with
+# CFLAGS added, e.g. to turn a warning that tells the two APIs apart into
+# an error).
 probe() {
-	local name=$1 body=$2
+	local name=$1 body=$2 cflags=${3:-}
 	cat >"$tmp/$name.c" <<EOC
 // SPDX-License-Identifier: GPL-2.0
 #include <linux/module.h>
@@ -25,6 +28,7 @@ $body
 MODULE_LICENSE("GPL");
 EOC
 	echo "obj-m += $name.o" >>"$tmp/Kbuild"
+	[ -z "$cflags" ] || echo "CFLAGS_$name.o += $cflags" >>"$tmp/Kbuild"
 	names+=("$name")
 }
 
@@ -65,6 +69,43 @@ struct shrinker vb_s;
 int vb_probe(void)
 {
 	return register_shrinker(&vb_s, "%s", "p");
+}'
+
+# After 6.12 (7.3 has it) feature words grew to 128 bits: transports
+# implement get_extended_features(), the modern PCI one no longer has
+# get_features() (a NULL pointer there), and virtio_get_features() calls
+# whichever the transport has.
+probe VB_HAVE_VIRTIO_GET_FEATURES '
+void vb_probe(struct virtio_device *vdev, u64 *features)
+{
+	virtio_get_features(vdev, features);
+}'
+
+# After 6.12 (7.3 has it) the reclaim scan/steal counters (PGSCAN_KSWAPD,
+# PGSCAN_DIRECT, PGSTEAL_KSWAPD, PGSTEAL_DIRECT) moved from the VM events to
+# the per-node stats.
+# The names stay, so reading the event array with them still compiles and
+# silently gives other counters: tell the enums apart by
+# -Werror=enum-conversion, which fails when they are VM events.
+probe VB_HAVE_NODE_STAT_PGSCAN '
+#include <linux/mm.h>
+#include <linux/vmstat.h>
+unsigned long vb_probe(void)
+{
+	return global_node_page_state(PGSCAN_KSWAPD) +
+	       global_node_page_state(PGSCAN_DIRECT) +
+	       global_node_page_state(PGSTEAL_KSWAPD) +
+	       global_node_page_state(PGSTEAL_DIRECT);
+}' -Werror=enum-conversion
+
+# After 6.12 (7.3 has it) page_reporting_dev_info.order 0 means order 0
+# (4 KiB blocks); the core's default order (pageblock_order) is asked for
+# with PAGE_REPORTING_ORDER_UNSPECIFIED, 0 before.
+probe VB_HAVE_PAGE_REPORTING_ORDER_UNSPECIFIED '
+#include <linux/page_reporting.h>
+void vb_probe(struct page_reporting_dev_info *pr)
+{
+	pr->order = PAGE_REPORTING_ORDER_UNSPECIFIED;
 }'
 
 make -s -k -C "$kdir" M="$tmp" modules >"$tmp/log" 2>&1 || true

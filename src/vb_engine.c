@@ -146,7 +146,9 @@ static bool vb_fill_inflate(struct vballoon *vb, struct vb_req *req,
 	bool failed = false;
 
 	WRITE_ONCE(vb->inflater, current);
-	if (want >= VB_CHUNK_PAGES && time_after_eq(jiffies, vb->chunk_retry)) {
+	/* The floor decides whether these pages may go (vb_policy.c). */
+	if (want >= VB_CHUNK_PAGES && time_after_eq(jiffies, vb->chunk_retry) &&
+	    vb_policy_may_take(vb, VB_CHUNK_PAGES, VB_CHUNK_ORDER)) {
 		page = alloc_pages(VB_GFP_CHUNK, VB_CHUNK_ORDER);
 		if (page && vb_req_add(vb, req, page, VB_CHUNK_ORDER)) {
 			req->chunk = true;
@@ -160,6 +162,8 @@ static bool vb_fill_inflate(struct vballoon *vb, struct vb_req *req,
 		spin_unlock(&vb->lock);
 	}
 
+	if (!vb_policy_may_take(vb, room, 0))
+		goto out;
 	while (req->nr_pages < room) {
 		page = alloc_page(VB_GFP_PAGE);
 		if (page && vb_req_add(vb, req, page, 0))
@@ -216,14 +220,38 @@ out:
 	spin_unlock(&vb->lock);
 }
 
-/* Hand @req to the device and notify it.  Returns 0 or a negative errno. */
+/*
+ * Has the device failed?  A ring the core marked broken (the host did
+ * something impossible, or a surprise removal) never completes a request
+ * again: the worker stops for good instead of retrying.
+ */
+static bool vb_broken(struct vballoon *vb)
+{
+	if (READ_ONCE(vb->broken))
+		return true;
+	if (!virtqueue_is_broken(vb->inflate_vq) &&
+	    !virtqueue_is_broken(vb->deflate_vq))
+		return false;
+	if (!xchg(&vb->broken, true))
+		dev_err(&vb->vdev->dev,
+			"device is broken: balloon stopped at %llu KiB\n",
+			VB_PAGES_TO_KB(READ_ONCE(vb->nr_held)));
+	return true;
+}
+
+/*
+ * Hand @req to the device and notify it.  Returns 0 or a negative errno.
+ * With the chain layout the request is one element, a chain of 256-PFN
+ * descriptors; with the single layout each descriptor is an element of
+ * its own, and the request is done when the host has used them all.
+ */
 static int vb_submit(struct vballoon *vb, struct vb_req *req)
 {
 	struct virtqueue *vq = req->inflate ? vb->inflate_vq : vb->deflate_vq;
 	struct scatterlist sg[VB_DESCS_PER_REQ];
 	unsigned int i, n = DIV_ROUND_UP(req->nr_pfns, VB_PFNS_PER_DESC);
-	bool notify;
-	int err;
+	bool notify = false;
+	int err = 0;
 
 	sg_init_table(sg, n);
 	for (i = 0; i < n; i++) {
@@ -235,21 +263,42 @@ static int vb_submit(struct vballoon *vb, struct vb_req *req)
 	}
 
 	spin_lock_irq(&vb->vq_lock);
-	/* No allocation on this path: without indirect descriptors we fall
-	 * back to direct ones.
-	 */
-	err = virtqueue_add_outbuf(vq, sg, n, req, GFP_NOWAIT | __GFP_NOWARN);
-	if (!err)
+	if (vb->chain) {
+		/*
+		 * No allocation on this path: without room for an indirect
+		 * table the ring takes direct descriptors.
+		 */
+		err = virtqueue_add_outbuf(vq, sg, n, req,
+					   GFP_NOWAIT | __GFP_NOWARN);
+		req->elems = !err;
+	} else if (vq->num_free < n) {
+		/* All elements of a request or none. */
+		err = -ENOSPC;
+	} else {
+		req->elems = 0;
+		for (i = 0; i < n && !err; i++) {
+			sg_mark_end(&sg[i]);
+			err = virtqueue_add_outbuf(vq, &sg[i], 1, req,
+						   GFP_NOWAIT | __GFP_NOWARN);
+			req->elems += !err;
+		}
+	}
+	if (req->elems) {
 		req->state = VB_REQ_INFLIGHT;
-	notify = !err && virtqueue_kick_prepare(vq);
+		notify = virtqueue_kick_prepare(vq);
+	}
 	spin_unlock_irq(&vb->vq_lock);
 
-	/* The host may do all its work inside the notification: not under
-	 * vq_lock.
+	/*
+	 * The host may do all its work inside the notification: not under
+	 * vq_lock.  A failed notification marks the ring broken; the
+	 * request stays on it until reset (vb_engine_release()).
 	 */
 	if (notify)
 		virtqueue_notify(vq);
-	return err;
+	if (req->elems)
+		return 0;
+	return vb_broken(vb) ? -EIO : err;
 }
 
 void vb_vq_done(struct virtqueue *vq)
@@ -261,7 +310,8 @@ void vb_vq_done(struct virtqueue *vq)
 
 	spin_lock_irqsave(&vb->vq_lock, flags);
 	while ((req = virtqueue_get_buf(vq, &len)))
-		req->state = VB_REQ_DONE;
+		if (!--req->elems)
+			req->state = VB_REQ_DONE;
 	spin_unlock_irqrestore(&vb->vq_lock, flags);
 	wake_up_all(&vb->acked);
 }
@@ -340,6 +390,7 @@ static void vb_abandon(struct vballoon *vb, struct vb_req *req)
 		__free_pages(page, order);
 	}
 	vb_req_reset(req, req->inflate);
+	req->elems = 0;
 	req->state = VB_REQ_IDLE;
 }
 
@@ -373,7 +424,7 @@ static unsigned long vb_reap(struct vballoon *vb)
 		if (vb_req_state(vb, vb->reqs[i]) == VB_REQ_DONE)
 			moved += vb_complete(vb, vb->reqs[i]);
 	if (moved)
-		vb_update_actual(vb);
+		vb_update_actual(vb, false);
 	return moved;
 }
 
@@ -412,6 +463,8 @@ static void vb_wait_reqs(struct vballoon *vb, unsigned int busy,
 
 	while (vb_count_reqs(vb, VB_REQ_INFLIGHT) >= busy) {
 		if (stoppable && vb_stopping(vb))
+			return;
+		if (vb_broken(vb))
 			return;
 		if (!forever && time_after_eq(jiffies, end))
 			return;
@@ -454,7 +507,7 @@ static unsigned long vb_move(struct vballoon *vb, bool inflate,
 	if (inflate)
 		WRITE_ONCE(vb->inflating, true);
 	while (queued < want && !failed) {
-		if (stoppable && vb_stopping(vb))
+		if ((stoppable && vb_stopping(vb)) || vb_broken(vb))
 			break;
 		if (inflate && vb_policy_inflate_paused(vb, seq))
 			break;
@@ -513,13 +566,18 @@ static unsigned long vb_move(struct vballoon *vb, bool inflate,
 	return moved;
 }
 
-void vb_update_actual(struct vballoon *vb)
+/*
+ * Tell the host how many 4 KiB pages the balloon holds, if that changed or
+ * @force says the host's copy cannot be trusted (the driver just started,
+ * or pages came back without the host's acknowledgment).
+ */
+void vb_update_actual(struct vballoon *vb, bool force)
 {
 	u32 actual;
 
 	mutex_lock(&vb->actual_lock);
 	actual = READ_ONCE(vb->nr_held) * VB_PFNS_PER_PAGE;
-	if (actual != vb->actual) {
+	if (force || actual != vb->actual) {
 		/* One aligned 32-bit little-endian write. */
 		virtio_cwrite_le(vb->vdev, struct virtio_balloon_config,
 				 actual, &actual);
@@ -536,7 +594,7 @@ void vb_work_fn(struct work_struct *work)
 	bool short_alloc;
 
 	mutex_lock(&vb->engine_lock);
-	while (!vb_stopping(vb)) {
+	while (!vb_stopping(vb) && !vb_broken(vb)) {
 		held = READ_ONCE(vb->nr_held);
 		again = 0;
 		target = vb_policy_target(vb, held, &again);
@@ -582,7 +640,8 @@ void vb_work_fn(struct work_struct *work)
 	}
 	mutex_unlock(&vb->engine_lock);
 
-	if (again)
+	/* A broken device gets no more runs: vb_broken() said so once. */
+	if (again && !vb_broken(vb))
 		vb_queue_work(vb, again);
 }
 
@@ -637,7 +696,7 @@ unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want)
 		freed += n;
 	}
 	if (freed)
-		vb_update_actual(vb);
+		vb_update_actual(vb, false);
 	return freed;
 }
 
@@ -708,9 +767,10 @@ void vb_engine_release(struct vballoon *vb)
 		n++;
 	}
 	vb->nr_held = 0;
-	vb->actual = 0;
 	spin_unlock(&vb->lock);
 	mutex_unlock(&vb->engine_lock);
+	/* Whatever the host believes, the balloon is empty now. */
+	vb_update_actual(vb, true);
 
 	if (n)
 		dev_warn(&vb->vdev->dev,

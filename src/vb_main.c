@@ -10,6 +10,7 @@
 
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/pci.h>
 #include <linux/poison.h>
 #include <linux/slab.h>
 #include <linux/string_helpers.h>
@@ -19,17 +20,72 @@
 #include "vballoon.h"
 
 /*
- * The features this driver implements.  The virtio core negotiates only
- * what is listed here, so an offered feature that is not in this table
- * (FREE_PAGE_HINT, used for migration) is declined.
+ * The features this driver accepts.  The virtio core negotiates only what
+ * is listed here and vb_validate() allows.  Every feature that owns a
+ * virtqueue is accepted whenever it is offered, except the last one
+ * (REPORTING): hosts number their queues differently when a driver
+ * declines one in the middle (see vb_init_vqs()).
  */
 static unsigned int vb_features[] = {
 	VIRTIO_BALLOON_F_MUST_TELL_HOST,
 	VIRTIO_BALLOON_F_STATS_VQ,
 	VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
+	VIRTIO_BALLOON_F_FREE_PAGE_HINT,
 	VIRTIO_BALLOON_F_PAGE_POISON,
 	VIRTIO_BALLOON_F_REPORTING,
 };
+
+/*
+ * How inflate and deflate requests are laid out on the queues:
+ *   chain   one element per request, a chain of 256-PFN descriptors, so a
+ *           2 MiB chunk arrives whole (QEMU frees a host huge page only
+ *           then).  Needs a host that reads every descriptor of a chain.
+ *   single  one descriptor of at most 256 PFNs per element, which every
+ *           host reads (Firecracker and older Cloud Hypervisor read only
+ *           the head descriptor of an element).
+ *   auto    chain where the transport identifies the host as QEMU,
+ *           single everywhere else.
+ */
+static char *layout = "auto";
+module_param(layout, charp, 0444);
+MODULE_PARM_DESC(layout, "request layout: auto (default), chain or single");
+
+/*
+ * Hosts known to read every descriptor of an element, as the transport
+ * identifies them.  virtio-mmio: the VendorID register ("QEMU", "CRVM";
+ * Firecracker and Cloud Hypervisor put 0 there).  virtio-pci: every host
+ * uses the 0x1af4 subsystem vendor, so the subsystem device tells: QEMU
+ * puts the device ID (5) on transitional devices and 0x1100 on modern-only
+ * ones, Firecracker, Cloud Hypervisor and crosvm put 0x1040 + device ID.
+ */
+#define VB_MMIO_VENDOR_QEMU	0x554d4551
+#define VB_MMIO_VENDOR_CROSVM	0x4d565243
+#define VB_PCI_SUBDEV_QEMU	0x1100
+
+static bool vb_host_reads_chains(struct virtio_device *vdev)
+{
+	struct device *parent = vdev->dev.parent;
+
+	if (vdev->id.vendor == VB_MMIO_VENDOR_QEMU ||
+	    vdev->id.vendor == VB_MMIO_VENDOR_CROSVM)
+		return true;
+	if (parent && dev_is_pci(parent)) {
+		u16 subdev = to_pci_dev(parent)->subsystem_device;
+
+		return subdev == VIRTIO_ID_BALLOON || subdev == VB_PCI_SUBDEV_QEMU;
+	}
+	return false;
+}
+
+/* The request layout for @vdev; the layout parameter was checked at load. */
+static bool vb_layout_chain(struct virtio_device *vdev)
+{
+	if (sysfs_streq(layout, "chain"))
+		return true;
+	if (sysfs_streq(layout, "single"))
+		return false;
+	return vb_host_reads_chains(vdev);
+}
 
 static const struct virtio_device_id vb_id_table[] = {
 	{ VIRTIO_ID_BALLOON, VIRTIO_DEV_ANY_ID },
@@ -37,10 +93,17 @@ static const struct virtio_device_id vb_id_table[] = {
 };
 MODULE_DEVICE_TABLE(virtio, vb_id_table);
 
+/* Does the guest fill freed pages (page_poison=1 or init_on_free=1)? */
+static bool vb_guest_fills_free_pages(void)
+{
+	return page_poisoning_enabled_static() || want_init_on_free();
+}
+
 /* The one place negotiated feature bits turn into behaviour. */
 static void vb_read_features(struct vballoon *vb)
 {
 	struct virtio_device *vdev = vb->vdev;
+	u64 offered = vb_offered_features(vdev);
 
 	vb->tell_host = virtio_has_feature(vdev,
 					   VIRTIO_BALLOON_F_MUST_TELL_HOST);
@@ -50,6 +113,12 @@ static void vb_read_features(struct vballoon *vb)
 	vb->reporting = virtio_has_feature(vdev, VIRTIO_BALLOON_F_REPORTING);
 	vb->page_poison = virtio_has_feature(vdev,
 					     VIRTIO_BALLOON_F_PAGE_POISON);
+	vb->hinting = virtio_has_feature(vdev,
+					 VIRTIO_BALLOON_F_FREE_PAGE_HINT);
+	vb->reporting_off_why = NULL;
+	if (!vb->reporting && (offered & BIT_ULL(VIRTIO_BALLOON_F_REPORTING)))
+		vb->reporting_off_why = "guest poisons freed pages, host has no page-poison";
+	vb->chain = vb_layout_chain(vdev);
 	/*
 	 * Without DEFLATE_ON_OOM ballooned memory is gone until the host
 	 * gives it back, so it leaves MemTotal.  With it, the guest may take
@@ -70,10 +139,15 @@ static int vb_validate(struct virtio_device *vdev)
 	/*
 	 * PAGE_POISON tells the host what free pages contain.  It only means
 	 * something when the guest fills freed pages (page_poison=1 or
-	 * init_on_free=1); otherwise decline it.
+	 * init_on_free=1); otherwise decline it.  When the guest does fill
+	 * them and the host cannot be told, a reported page would come back
+	 * from the host as zeroes instead of the fill: the spec forbids
+	 * REPORTING then.
 	 */
-	if (!page_poisoning_enabled_static() && !want_init_on_free())
+	if (!vb_guest_fills_free_pages())
 		__virtio_clear_bit(vdev, VIRTIO_BALLOON_F_PAGE_POISON);
+	else if (!virtio_has_feature(vdev, VIRTIO_BALLOON_F_PAGE_POISON))
+		__virtio_clear_bit(vdev, VIRTIO_BALLOON_F_REPORTING);
 	return 0;
 }
 
@@ -121,12 +195,17 @@ out_unlock:
 
 static void vb_config_changed(struct virtio_device *vdev)
 {
-	vb_queue_work(vdev->priv, 0);
+	struct vballoon *vb = vdev->priv;
+
+	vb_queue_work(vb, 0);
+	vb_hint_kick(vb);
 }
 
 /*
  * Virtqueues are numbered densely: only queues of negotiated features
- * exist, in the order the specification lists them.
+ * exist, in the order the specification lists them.  Since every offered
+ * feature that owns a queue is accepted (but REPORTING, the last), this
+ * is also the numbering of hosts that count offered features (QEMU).
  */
 static int vb_init_vqs(struct vballoon *vb)
 {
@@ -144,6 +223,10 @@ static int vb_init_vqs(struct vballoon *vb)
 		callbacks[n] = vb_stats_vq_done;
 		names[n++] = "stats";
 	}
+	if (vb->hinting) {
+		callbacks[n] = vb_hint_vq_done;
+		names[n++] = "free_page";
+	}
 	if (vb->reporting) {
 		callbacks[n] = vb_report_vq_done;
 		names[n++] = "reporting";
@@ -156,6 +239,7 @@ static int vb_init_vqs(struct vballoon *vb)
 	vb->inflate_vq = vqs[n++];
 	vb->deflate_vq = vqs[n++];
 	vb->stats_vq = vb->host_stats ? vqs[n++] : NULL;
+	vb->hint_vq = vb->hinting ? vqs[n++] : NULL;
 	vb->report_vq = vb->reporting ? vqs[n++] : NULL;
 	return 0;
 }
@@ -179,6 +263,11 @@ static int vb_start(struct vballoon *vb)
 	}
 
 	virtio_device_ready(vb->vdev);
+	/*
+	 * The host keeps actual across a reset (a guest reboot, a driver
+	 * that went away without deflating): say what we hold now, nothing.
+	 */
+	vb_update_actual(vb, true);
 
 	mutex_lock(&vb->pressure_lock);
 	vb->vqs_ready = true;
@@ -190,6 +279,7 @@ static int vb_start(struct vballoon *vb)
 
 	vb_stats_start(vb);
 	vb_report_start(vb);
+	vb_hint_start(vb);
 	/* Pick up a target the host set before we were ready. */
 	vb_queue_work(vb, 0);
 	return 0;
@@ -208,6 +298,7 @@ static void vb_stop(struct vballoon *vb)
 	wake_up_all(&vb->acked);
 	cancel_delayed_work_sync(&vb->work);
 	cancel_work_sync(&vb->stats_work);
+	cancel_work_sync(&vb->hint_work);
 	/* Returns once no report is in flight; none start after. */
 	vb_report_stop(vb);
 
@@ -251,6 +342,7 @@ static int vb_probe(struct virtio_device *vdev)
 	INIT_LIST_HEAD(&vb->pages);
 	INIT_DELAYED_WORK(&vb->work, vb_work_fn);
 	INIT_WORK(&vb->stats_work, vb_stats_work_fn);
+	INIT_WORK(&vb->hint_work, vb_hint_work_fn);
 
 	err = vb_engine_init(vb);
 	if (err)
@@ -284,10 +376,14 @@ static int vb_probe(struct virtio_device *vdev)
 
 	vb_debugfs_add(vb);
 	dev_info(&vdev->dev,
-		 "bound: must-tell-host %s, deflate-on-oom %s, stats %s, reporting %s, page-poison %s, floor %llu KiB\n",
+		 "bound: must-tell-host %s, deflate-on-oom %s, stats %s, reporting %s%s%s%s, page-poison %s, free-page-hint %s, layout %s, floor %llu KiB\n",
 		 str_on_off(vb->tell_host), str_on_off(vb->deflate_on_oom),
 		 str_on_off(vb->host_stats), str_on_off(vb->reporting),
-		 str_on_off(vb->page_poison), VB_PAGES_TO_KB(vb->floor));
+		 vb->reporting_off_why ? " (" : "",
+		 vb->reporting_off_why ?: "",
+		 vb->reporting_off_why ? ")" : "",
+		 str_on_off(vb->page_poison), str_on_off(vb->hinting),
+		 vb->chain ? "chain" : "single", VB_PAGES_TO_KB(vb->floor));
 	return 0;
 
 out_sysfs_remove:
@@ -350,6 +446,11 @@ static int __init vb_init(void)
 {
 	int err;
 
+	if (!sysfs_streq(layout, "auto") && !sysfs_streq(layout, "chain") &&
+	    !sysfs_streq(layout, "single")) {
+		pr_err("layout=%s: expected auto, chain or single\n", layout);
+		return -EINVAL;
+	}
 	vb_debugfs_init();
 	err = register_virtio_driver(&vb_driver);
 	if (err)

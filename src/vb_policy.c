@@ -3,7 +3,15 @@
  * vballoon: the policy, which decides how big the balloon should be.
  *
  * Target: the larger of the host's num_pages and the admin's target_kb,
- * never past the floor (guest memory the balloon never takes).
+ * never past the floor.  The floor is memory the guest can still use:
+ * the balloon takes no page that would leave MemAvailable below floor_kb,
+ * keeps free blocks of order >= VB_KEEP_ORDER for kernel stacks and page
+ * tables, and gives memory back when the guest's own use pushes its
+ * usable memory (MemAvailable plus the per-CPU free lists) below the
+ * floor.  It grows only while MemAvailable is above floor + 2 * slack and
+ * gives back only below the floor, each time to floor + slack, so that a
+ * workload that wobbles does not make it inflate and deflate in turn;
+ * after giving memory back it waits holdoff_ms before growing.
  *
  * Pressure (only with DEFLATE_ON_OOM, as the specification allows): a
  * shrinker gives balloon pages back when the guest is really short, that
@@ -32,7 +40,22 @@
 #include "vballoon.h"
 #include "vb_trace.h"
 
-#define VB_FLOOR_MIN		(SZ_128M >> PAGE_SHIFT)
+/*
+ * Default floor: a share of RAM for the guest's own work, the kernel's
+ * min watermarks (its own estimate of what it must always be able to
+ * allocate: it grows with the square root of RAM, and with THP) and a
+ * little per CPU (per-CPU page lists and slab caches, the stacks and
+ * page tables of the tasks a CPU runs).
+ */
+#define VB_FLOOR_RAM_SHARE	32
+#define VB_FLOOR_PER_CPU	(SZ_2M >> PAGE_SHIFT)
+/* Hysteresis around the floor: floor / 16, at least 4 MiB. */
+#define VB_FLOOR_SLACK_MIN	(SZ_4M >> PAGE_SHIFT)
+#define VB_FLOOR_SLACK_SHIFT	4
+/* How often a held balloon checks the guest's usable memory. */
+#define VB_FLOOR_POLL		HZ
+/* Single pages are taken only while blocks of this order stay free. */
+#define VB_KEEP_ORDER		3
 #define VB_HOLDOFF_DEFAULT	(3 * HZ)
 #define VB_HOLDOFF_MAX		(60 * HZ)
 #define VB_PRESSURE_QUIET	(60 * HZ)
@@ -63,16 +86,135 @@ unsigned long vb_guest_ram(struct vballoon *vb)
 	return ram;
 }
 
+/* What the page allocator tells about free memory, summed over zones. */
+struct vb_mem {
+	unsigned long min;		/* min watermarks */
+	unsigned long high;		/* high watermarks */
+	unsigned long pcp;		/* pages on per-CPU free lists */
+	unsigned long keep_free;	/* free pages in blocks >= VB_KEEP_ORDER */
+};
+
+/*
+ * Read without the zone locks: every figure is a snapshot that may be a
+ * little stale, which is all a policy needs.
+ */
+static void vb_zone_read(struct vb_mem *m, struct zone *zone)
+{
+	struct per_cpu_pages *pcp;
+	unsigned int order;
+	int cpu;
+
+	m->min += min_wmark_pages(zone);
+	m->high += high_wmark_pages(zone);
+	for (order = VB_KEEP_ORDER; order < ARRAY_SIZE(zone->free_area);
+	     order++)
+		m->keep_free += READ_ONCE(zone->free_area[order].nr_free) <<
+				order;
+	for_each_online_cpu(cpu) {
+		pcp = per_cpu_ptr(zone->per_cpu_pageset, cpu);
+		m->pcp += max(0, READ_ONCE(pcp->count));
+	}
+}
+
+static void vb_mem_read(struct vb_mem *m)
+{
+	int nid, i;
+
+	memset(m, 0, sizeof(*m));
+	for_each_online_node(nid)
+		for (i = 0; i < MAX_NR_ZONES; i++)
+			if (populated_zone(&NODE_DATA(nid)->node_zones[i]))
+				vb_zone_read(m, &NODE_DATA(nid)->node_zones[i]);
+}
+
+/*
+ * Memory the guest can use, in pages.  vb_avail() is MemAvailable: free
+ * memory above the reserves, plus the page cache and slab reclaim can
+ * take.  vb_usable() adds the pages on the per-CPU free lists, which
+ * MemAvailable leaves out although the allocator hands them out first
+ * and drains them under pressure.  The balloon takes pages only while
+ * MemAvailable stays above the floor, and gives pages back only when
+ * even the per-CPU lists do not lift the guest to it: the lists hold
+ * tens of MiB that come and go (6.12 parks freed 2 MiB pages there), so
+ * a deflation measured by MemAvailable alone could seem to give the
+ * guest nothing and be repeated.
+ */
+static unsigned long vb_avail(void)
+{
+	return max(si_mem_available(), 0L);
+}
+
+static unsigned long vb_usable(const struct vb_mem *m)
+{
+	return vb_avail() + m->pcp;
+}
+
+/* Half the width of the band the balloon rests in above the floor. */
+static unsigned long vb_floor_slack(unsigned long floor)
+{
+	return max(VB_FLOOR_SLACK_MIN, floor >> VB_FLOOR_SLACK_SHIFT);
+}
+
+/*
+ * MemAvailable below which the balloon takes nothing: the floor,
+ * and with DEFLATE_ON_OOM never less than pressure_reserve, or the
+ * shrinker would hand back what the worker just took.
+ */
+static unsigned long vb_floor_pages(struct vballoon *vb)
+{
+	unsigned long floor = READ_ONCE(vb->floor);
+
+	if (vb->deflate_on_oom)
+		floor = max(floor, READ_ONCE(vb->pressure_reserve));
+	return floor;
+}
+
 void vb_policy_init(struct vballoon *vb)
 {
 	unsigned long ram = vb_guest_ram(vb);
+	struct vb_mem m;
 
+	vb_mem_read(&m);
 	spin_lock(&vb->lock);
-	vb->floor = min(max(VB_FLOOR_MIN, ram / 32), ram);
+	vb->floor = min(ram / VB_FLOOR_RAM_SHARE + m.min +
+			num_online_cpus() * VB_FLOOR_PER_CPU, ram);
 	vb->holdoff_base = VB_HOLDOFF_DEFAULT;
 	vb->pressure_reserve = ram / 32;
 	vb->policy.holdoff = VB_HOLDOFF_DEFAULT;
 	spin_unlock(&vb->lock);
+}
+
+/*
+ * Where the floor lets the balloon be, given @held pages in it now,
+ * MemAvailable @avail and @usable (MemAvailable and per-CPU lists), in
+ * pages: usable below the floor, give back up to floor + slack;
+ * MemAvailable above floor + 2 * slack, grow down to floor + slack;
+ * else stay.
+ */
+static unsigned long vb_floor_cap(unsigned long floor, unsigned long held,
+				  unsigned long avail, unsigned long usable)
+{
+	unsigned long slack = vb_floor_slack(floor);
+
+	if (usable < floor)
+		return held - min(held, floor + slack - usable);
+	if (avail <= floor + 2 * slack)
+		return held;
+	return held + avail - floor - slack;
+}
+
+/*
+ * Tell the admin, once per target (host target or floor changed), that
+ * the floor stops the balloon.
+ */
+static void vb_floor_notice(struct vballoon *vb, unsigned long asked,
+			    unsigned long cap, unsigned long avail)
+{
+	dev_notice_ratelimited(&vb->vdev->dev,
+			       "host asks for a %llu KiB balloon; stopping at %llu KiB to keep floor_kb %llu available (MemAvailable %llu KiB)\n",
+			       VB_PAGES_TO_KB(asked), VB_PAGES_TO_KB(cap),
+			       VB_PAGES_TO_KB(READ_ONCE(vb->floor)),
+			       VB_PAGES_TO_KB(avail));
 }
 
 /*
@@ -84,17 +226,57 @@ unsigned long vb_policy_target(struct vballoon *vb, unsigned long held,
 {
 	unsigned long host = vb_host_target(vb);
 	unsigned long ram = vb_guest_ram(vb);
+	unsigned long floor = vb_floor_pages(vb);
 	struct vb_policy *p = &vb->policy;
-	unsigned long want, limit, now = jiffies;
+	unsigned long want, asked, limit, cap, avail, usable, now = jiffies;
+	bool tell = false;
+	struct vb_mem m;
+
+	vb_mem_read(&m);
+	avail = vb_avail();
+	usable = avail + m.pcp;
+	cap = vb_floor_cap(floor, held, avail, usable);
 
 	spin_lock(&vb->lock);
-	want = max(host, vb->guest_target);
+	asked = max(host, vb->guest_target);
 	limit = ram > vb->floor ? ram - vb->floor : 0;
-	want = min(want, limit);
+	asked = min(asked, limit);
+	/*
+	 * Without DEFLATE_ON_OOM the specification forbids using balloon
+	 * pages while the host asks for no more than the balloon holds
+	 * (num_pages <= actual): at the host's target the floor only stops
+	 * growth.  While the floor keeps the balloon short of the host's
+	 * target the guest may give back, and an admin's floor_kb (limit)
+	 * always applies.
+	 */
+	if (!vb->deflate_on_oom && host <= held)
+		cap = max(cap, held);
+	want = min(asked, cap);
 
-	if (want <= held) {
+	if (cap < min(held, asked)) {
+		/* The guest's own use went below the floor: give back. */
+		p->floor_until = now + vb->holdoff_base;
+		vb->stats.floor_deflations++;
+		vb->stats.floor_deflated_pages += min(held, asked) - cap;
+	}
+	if (cap >= asked) {
+		p->floor_told = 0;
+	} else if (asked != p->floor_told && cap <= held + VB_CHUNK_PAGES) {
+		/* The balloon stops about here, short of what was asked. */
+		p->floor_told = asked;
+		vb->stats.floor_stops++;
+		tell = true;
+	}
+	if (asked <= held) {
 		/* Nothing to re-inflate: pressure debt is forgiven. */
 		p->debt = 0;
+		goto out;
+	}
+	if (want <= held)
+		goto out;
+	if (time_before(now, p->floor_until)) {
+		*again = p->floor_until - now;
+		want = held;
 		goto out;
 	}
 	if (time_before(now, p->yield_until)) {
@@ -115,8 +297,54 @@ unsigned long vb_policy_target(struct vballoon *vb, unsigned long held,
 		*again = VB_REINFLATE_EVERY;
 	}
 out:
+	/*
+	 * A balloon that holds pages, or stays short of its target, keeps
+	 * watching the guest's usable memory while it rests.
+	 */
+	if (want == held && !*again && (held || asked > held))
+		*again = VB_FLOOR_POLL;
 	spin_unlock(&vb->lock);
+	if (tell)
+		vb_floor_notice(vb, asked, held, avail);
 	return want;
+}
+
+/*
+ * May the engine take @pages more pages of @order into the balloon now?
+ * Not when that would leave MemAvailable below the floor;
+ * single pages also not when they would break up the last free blocks of
+ * order VB_KEEP_ORDER and above, which kernel stacks, page tables and
+ * slabs need (2 MiB chunks take whole blocks and fragment nothing).  A
+ * refusal holds inflation for VB_FLOOR_POLL.
+ */
+bool vb_policy_may_take(struct vballoon *vb, unsigned long pages,
+			unsigned int order)
+{
+	unsigned long floor = vb_floor_pages(vb);
+	unsigned long avail = vb_avail(), reclaimable;
+	struct vb_mem m;
+	bool ok;
+
+	vb_mem_read(&m);
+	ok = avail >= floor + pages;
+	if (ok && order < VB_KEEP_ORDER) {
+		/*
+		 * Page cache and slab that reclaim can take turn back into
+		 * free blocks of any order (reclaim and compaction do that
+		 * for the small orders the kernel needs), so they count with
+		 * the blocks already free.  A guest full of clean cache has
+		 * few free large blocks but is not short of them.
+		 */
+		reclaimable = avail - min_t(unsigned long, avail,
+				global_zone_page_state(NR_FREE_PAGES));
+		ok = m.keep_free + reclaimable >= m.high + pages;
+	}
+	if (!ok) {
+		spin_lock(&vb->lock);
+		vb->policy.floor_until = jiffies + VB_FLOOR_POLL;
+		spin_unlock(&vb->lock);
+	}
+	return ok;
 }
 
 /* Should an inflation run started at pressure sequence @seq stop? */
@@ -189,15 +417,21 @@ static unsigned long vb_pressure_batch(struct vballoon *vb)
 /*
  * Is the guest really short?  MemAvailable counts free memory above the
  * watermarks and reserves plus the page cache and slab that reclaim could
- * still take.  While it is above pressure_reserve ordinary reclaim is
- * enough and the balloon stays (no inflate/shrink busy loop against page
- * cache); it also ends a burst of deflation as soon as the guest has room
- * again.  Being relative to the watermarks, it works for small guests
- * too, where raw free memory never drops below a fixed threshold.
+ * still take; the per-CPU free lists are added as for the floor, so the
+ * floor and the shrinker never disagree.  While it is above
+ * pressure_reserve ordinary reclaim is enough and the balloon stays (no
+ * inflate/shrink busy loop against page cache); it also ends a burst of
+ * deflation as soon as the guest has room again.  Being relative to the
+ * watermarks, it works for small guests too, where raw free memory never
+ * drops below a fixed threshold.
  */
 static bool vb_guest_short(struct vballoon *vb)
 {
-	return si_mem_available() <= (long)READ_ONCE(vb->pressure_reserve);
+	struct vb_mem m;
+
+	/* Measured as the floor is, so the two never disagree. */
+	vb_mem_read(&m);
+	return vb_usable(&m) <= READ_ONCE(vb->pressure_reserve);
 }
 
 /*

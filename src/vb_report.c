@@ -75,6 +75,7 @@ void vb_report_start(struct vballoon *vb)
 	if (!vb->reporting)
 		return;
 	vb->pr_dev.report = vb_report;
+	vb_report_default_order(&vb->pr_dev);
 	err = page_reporting_register(&vb->pr_dev);
 	if (err == -EBUSY) {
 		dev_notice(&vb->vdev->dev,

@@ -19,6 +19,7 @@
 #include <linux/mm.h>
 #include <linux/scatterlist.h>
 #include <linux/seq_file.h>
+#include <linux/virtio.h>
 #include <linux/vmstat.h>
 
 #include "vballoon.h"
@@ -61,13 +62,13 @@ static unsigned int vb_stats_fill(struct vballoon *vb)
 		stall += ev[ALLOCSTALL_NORMAL - ZONE_NORMAL + zid];
 	vb_stat(vb, &i, VIRTIO_BALLOON_S_ALLOC_STALL, stall);
 	vb_stat(vb, &i, VIRTIO_BALLOON_S_ASYNC_SCAN,
-		vb_bytes(ev[PGSCAN_KSWAPD]));
+		vb_bytes(vb_reclaim_count(ev, PGSCAN_KSWAPD)));
 	vb_stat(vb, &i, VIRTIO_BALLOON_S_DIRECT_SCAN,
-		vb_bytes(ev[PGSCAN_DIRECT]));
+		vb_bytes(vb_reclaim_count(ev, PGSCAN_DIRECT)));
 	vb_stat(vb, &i, VIRTIO_BALLOON_S_ASYNC_RECLAIM,
-		vb_bytes(ev[PGSTEAL_KSWAPD]));
+		vb_bytes(vb_reclaim_count(ev, PGSTEAL_KSWAPD)));
 	vb_stat(vb, &i, VIRTIO_BALLOON_S_DIRECT_RECLAIM,
-		vb_bytes(ev[PGSTEAL_DIRECT]));
+		vb_bytes(vb_reclaim_count(ev, PGSTEAL_DIRECT)));
 #endif
 	vb_stat(vb, &i, VIRTIO_BALLOON_S_MEMFREE, vb_bytes(si.freeram));
 	vb_stat(vb, &i, VIRTIO_BALLOON_S_MEMTOT, vb_bytes(si.totalram));
@@ -85,14 +86,29 @@ static void vb_stats_send(struct vballoon *vb)
 	bool notify;
 	int err;
 
+	spin_lock_irq(&vb->vq_lock);
+	/*
+	 * One buffer only, as the spec says: hand it back only when the host
+	 * has returned it (or never had it).  A shared interrupt line runs
+	 * this callback for every queue; with no buffer returned there is
+	 * nothing to do, and adding a second one would let the two bounce
+	 * between guest and host for ever.
+	 */
+	if (vb->stats_queued && !virtqueue_get_buf(vb->stats_vq, &len)) {
+		spin_unlock_irq(&vb->vq_lock);
+		return;
+	}
+	/* Ours now (returned, or never queued): claim it while we fill it. */
+	vb->stats_queued = true;
+	spin_unlock_irq(&vb->vq_lock);
+
 	n = vb_stats_fill(vb);
 	sg_init_one(&sg, vb->stats_buf, n * sizeof(vb->stats_buf[0]));
-
 	spin_lock_irq(&vb->vq_lock);
-	/* Take back the buffer the host returned (none on the first call). */
-	virtqueue_get_buf(vb->stats_vq, &len);
 	err = virtqueue_add_outbuf(vb->stats_vq, &sg, 1, vb,
 				   GFP_NOWAIT | __GFP_NOWARN);
+	if (err)
+		vb->stats_queued = false;
 	notify = !err && virtqueue_kick_prepare(vb->stats_vq);
 	spin_unlock_irq(&vb->vq_lock);
 	if (notify)
@@ -121,8 +137,13 @@ void vb_stats_work_fn(struct work_struct *work)
 /* Prime the queue: the host returns this buffer to ask for statistics. */
 void vb_stats_start(struct vballoon *vb)
 {
-	if (vb->host_stats)
-		vb_stats_send(vb);
+	if (!vb->host_stats)
+		return;
+	/* The device was reset: it holds no buffer of ours. */
+	spin_lock_irq(&vb->vq_lock);
+	vb->stats_queued = false;
+	spin_unlock_irq(&vb->vq_lock);
+	vb_stats_send(vb);
 }
 
 static struct dentry *vb_debugfs_root;
@@ -162,6 +183,9 @@ static int vb_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "pressure_yields %llu\n", c.pressure_yields);
 	seq_printf(m, "reinflated_pages %llu\n", c.reinflated_pages);
 	seq_printf(m, "holdoff_doublings %llu\n", c.holdoff_doublings);
+	seq_printf(m, "floor_stops %llu\n", c.floor_stops);
+	seq_printf(m, "floor_deflations %llu\n", c.floor_deflations);
+	seq_printf(m, "floor_deflated_pages %llu\n", c.floor_deflated_pages);
 	seq_printf(m, "pressure_debt_pages %lu\n", p.debt);
 	seq_printf(m, "holdoff_ms %u\n", jiffies_to_msecs(p.holdoff));
 	seq_printf(m, "holdoff_remaining_ms %u\n", jiffies_to_msecs(holdoff_left));
@@ -170,6 +194,24 @@ static int vb_stats_show(struct seq_file *m, void *unused)
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(vb_stats);
+
+/*
+ * Fault injection for tests: writing 1 marks the device broken, as the
+ * virtio core does when a host misbehaves, to walk the worker's and
+ * remove's broken-device paths.
+ */
+static int vb_inject_broken_set(void *data, u64 val)
+{
+	struct vballoon *vb = data;
+
+	if (val != 1)
+		return -EINVAL;
+	virtio_break_device(vb->vdev);
+	vb_queue_work(vb, 0);
+	return 0;
+}
+DEFINE_DEBUGFS_ATTRIBUTE(vb_inject_broken_fops, NULL, vb_inject_broken_set,
+			 "%llu\n");
 
 void vb_debugfs_init(void)
 {
@@ -186,6 +228,8 @@ void vb_debugfs_add(struct vballoon *vb)
 	vb->debugfs = debugfs_create_dir(dev_name(&vb->vdev->dev),
 					 vb_debugfs_root);
 	debugfs_create_file("stats", 0444, vb->debugfs, vb, &vb_stats_fops);
+	debugfs_create_file_unsafe("inject_broken", 0200, vb->debugfs, vb,
+				   &vb_inject_broken_fops);
 }
 
 void vb_debugfs_remove(struct vballoon *vb)
