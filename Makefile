@@ -9,8 +9,13 @@
 #   make KDIR=<headers>  build for other headers
 #   make lint            W=1, sparse (C=2) and checkpatch --strict, both test kernels
 #   make check           everything the CI runs (installs what is missing)
+#   make check-full      the whole matrix: every test on every kernel and
+#                        QEMU (about 2 hours on 2 cores)
 #   make run             boot a guest and show the balloon working
 #   make bench           compare with the in-tree virtio_balloon
+#   make k73             build for Debian's Linux 7.3 in a trixie root
+#                        (scripts/trixie-root.sh; `make k73 C=2` with sparse)
+#   make deps-k73        make the trixie root and unpack the 7.3 guest kernel
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
 KVER := $(shell sed -n 's/^#define UTS_RELEASE "\(.*\)"/\1/p' $(KDIR)/include/generated/utsrelease.h 2>/dev/null)
@@ -19,7 +24,7 @@ OUT := $(TOP)/build/$(KVER)
 VB_CACHE ?= /var/cache/vballoon
 SOURCES := Kbuild $(wildcard src/*.c include/*.h)
 
-.PHONY: all modules lint check run bench clean deps guest
+.PHONY: all modules lint check check-full run bench clean deps guest k73 K73 deps-k73
 
 all: modules
 
@@ -37,6 +42,14 @@ $(OUT)/vballoon.ko: $(SOURCES) scripts/probe-api.sh
 deps:
 	bash scripts/deps.sh
 
+# Linux 7.3's headers need trixie's gcc-14 and kbuild: the same build as
+# above, run by make inside $(VB_CACHE)/trixie-root (build/<7.3 release>/).
+k73 K73:
+	bash scripts/trixie-root.sh build $(if $(C),C=$(C))
+
+deps-k73:
+	VB_K73=1 bash scripts/deps.sh
+
 guest:
 	$(MAKE) -C tests/guest
 
@@ -45,6 +58,9 @@ lint:
 
 check:
 	bash scripts/check.sh
+
+check-full:
+	VB_K73=1 VB_SLICE=full VB_KERNELS=K61,K612,K73 bash scripts/check.sh
 
 run:
 	bash scripts/run.sh

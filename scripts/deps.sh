@@ -27,12 +27,30 @@ apt_update() {
 	updated=1
 }
 
-# bookworm-backports carries the 6.12 kernel.
+# bookworm-backports carries the 6.12 kernel.  Its source is written with
+# the URI the machine already uses for bookworm (one-line or deb822 sources),
+# so no mirror host name lives in this repository.
+bookworm_uri() {
+	local f
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[ -f "$f" ] || continue
+		awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' "$f"
+	done
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] || continue
+		awk 'BEGIN { RS = ""; FS = "\n" }
+		     /(^|\n)Suites:[^\n]*[ \t]bookworm([ \t]|\n|$)/ || /(^|\n)Suites:[ \t]*bookworm([ \t]|\n|$)/ {
+			for (i = 1; i <= NF; i++)
+				if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); print a[2]; exit }
+		     }' "$f"
+	done
+}
 bp_list=/etc/apt/sources.list.d/bookworm-backports.list
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-	log "adding bookworm-backports apt source"
-	echo 'deb http://deb.debian.org/debian bookworm-backports main' |
-		$SUDO tee "$bp_list" >/dev/null
+	uri=$(bookworm_uri | head -n1)
+	[ -n "$uri" ] || { log "no bookworm apt source to derive bookworm-backports from"; exit 1; }
+	log "adding bookworm-backports apt source ($uri)"
+	echo "deb $uri bookworm-backports main" | $SUDO tee "$bp_list" >/dev/null
 	apt_update
 fi
 
@@ -102,4 +120,51 @@ if [ ! -f "$src/scripts/checkpatch.pl" ]; then
 	mv "$src.tmp" "$src"
 fi
 
+# QEMU 10.0 for the test matrix (tests/run.py, VB_QEMU=10.0), from
+# bookworm-backports: downloaded and unpacked under $VB_CACHE/qemu-10.0,
+# never installed, so the system QEMU 7.2 stays what it is.  It runs with
+# bookworm's libraries given QEMU_MODULE_DIR=$q10/usr/lib/x86_64-linux-gnu/qemu
+# (otherwise it loads 7.2's modules and aborts) and
+# -L $q10/usr/share/qemu -L /usr/share/seabios; scripts/vm.py does that.
+q10=$VB_CACHE/qemu-10.0
+q10_pkgs=(qemu-system-x86 qemu-system-common qemu-system-data qemu-system-gui
+	  qemu-system-modules-opengl qemu-system-modules-spice)
+q10_version() {
+	apt-cache madison qemu-system-x86 2>/dev/null |
+		awk '$3 ~ /^1:10\.0\./ { print $3; exit }'
+}
+if [ ! -x "$q10/usr/bin/qemu-system-x86_64" ]; then
+	ver=$(q10_version)
+	if [ -z "$ver" ]; then
+		apt_update
+		ver=$(q10_version)
+	fi
+	[ -n "$ver" ] || { log "no QEMU 10.0 in the apt sources (bookworm-backports)"; exit 1; }
+	log "unpacking QEMU $ver into $q10"
+	tmp=$(mktemp -d)
+	chmod 755 "$tmp"	# apt's _apt user downloads into it
+	(cd "$tmp" && apt-get download -qq "${q10_pkgs[@]/%/=$ver}" >/dev/null)
+	rm -rf "$q10.tmp"
+	mkdir -p "$q10.tmp"
+	for deb in "$tmp"/*.deb; do
+		dpkg-deb -x "$deb" "$q10.tmp"
+	done
+	rm -rf "$tmp" "$q10"
+	mv "$q10.tmp" "$q10"
+fi
+# A missing optional library of one of its modules (libpipewire) only warns.
+q10_ver=$(QEMU_MODULE_DIR=$q10/usr/lib/x86_64-linux-gnu/qemu \
+	"$q10/usr/bin/qemu-system-x86_64" --version 2>/dev/null || true)
+case $q10_ver in
+*"version 10.0"*) ;;
+*) log "$q10/usr/bin/qemu-system-x86_64 does not run: ${q10_ver:-no output}"; exit 1 ;;
+esac
+
 log "ok: K61=$K61 K612=$K612 cache=$VB_CACHE"
+
+# Linux 7.3 (Debian trixie-backports), only when asked (VB_K73=1, or
+# `make deps-k73`): a trixie root to build in, the guest kernel unpacked
+# under $VB_CACHE/kernel, and K73=<release> added to kernels.env.
+if [ "${VB_K73:-0}" = 1 ]; then
+	bash "$(dirname "$0")/trixie-root.sh" setup
+fi

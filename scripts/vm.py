@@ -7,6 +7,10 @@
         vm.balloon(1 << 30)
         vm.wait_balloon(1 << 30)
 
+Two QEMUs: '7.2' is the system's (or $QEMU), '10.0' the private copy that
+scripts/deps.sh unpacks under $VB_CACHE/qemu-10.0.  VM(..., qemu='10.0')
+picks one; the default is $VB_QEMU, else '7.2'.
+
 The guest runs the busybox initramfs of scripts/mkinitramfs.sh.  The kernel
 console goes to a file (ttyS0); a shell on a second serial port (ttyS1, or a
 virtio console on microvm) is driven through a unix socket; QMP through
@@ -31,6 +35,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VB_CACHE = os.environ.get('VB_CACHE', '/var/cache/vballoon')
 QEMU = os.environ.get('QEMU', 'qemu-system-x86_64')
+QEMU_VERSIONS = ('7.2', '10.0')
+# QEMU 10.0 from bookworm-backports, unpacked (never installed) by deps.sh.
+QEMU10_DIR = os.environ.get('VB_QEMU10_DIR',
+                            os.path.join(VB_CACHE, 'qemu-10.0'))
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -85,6 +93,67 @@ def host_tsc_khz():
 
 class VMError(Exception):
     pass
+
+
+def default_qemu():
+    """The QEMU version a VM uses unless told: $VB_QEMU, else '7.2'."""
+    return os.environ.get('VB_QEMU') or '7.2'
+
+
+def qemu_setup(version):
+    """(binary, environment or None, extra args) that run QEMU `version`.
+
+    10.0 is the private copy: it must load its own modules
+    (QEMU_MODULE_DIR; with 7.2's it aborts) and its own firmware and
+    option ROMs (-L), with SeaBIOS from the system as a fallback."""
+    if version == '7.2':
+        return QEMU, None, []
+    if version == '10.0':
+        binary = os.path.join(QEMU10_DIR, 'usr', 'bin', 'qemu-system-x86_64')
+        if not os.access(binary, os.X_OK):
+            raise VMError('no QEMU 10.0 at %s (scripts/deps.sh unpacks it)'
+                          % binary)
+        env = dict(os.environ)
+        env['QEMU_MODULE_DIR'] = os.path.join(
+            QEMU10_DIR, 'usr', 'lib', 'x86_64-linux-gnu', 'qemu')
+        return binary, env, ['-L', os.path.join(QEMU10_DIR, 'usr', 'share',
+                                                'qemu'),
+                             '-L', '/usr/share/seabios']
+    raise ValueError('qemu must be one of %s, got %r' % (QEMU_VERSIONS,
+                                                         version))
+
+
+def qemu_microvm_bios(version):
+    """-bios arguments for -M microvm on QEMU `version`.
+
+    Debian's QEMU 7.2 finds qboot as /usr/share/qemu/bios-microvm.bin.  The
+    10.0 data package has qboot.rom but no bios-microvm.bin, so 10.0 would
+    take SeaBIOS's microvm build from /usr/share/seabios; with that, a 6.1
+    guest hangs parsing the ACPI tables right after "ACPI: Core revision"
+    (a table with a garbage name and a bad checksum; 6.12 boots).  Use
+    qboot, as upstream QEMU and 7.2 do."""
+    if version == '10.0':
+        return ['-bios', os.path.join(QEMU10_DIR, 'usr', 'share', 'qemu',
+                                      'qboot.rom')]
+    return []
+
+
+_version_cache = {}
+
+
+def qemu_version_line(version):
+    """`qemu-system-x86_64 --version`'s first line for QEMU `version`."""
+    if version not in _version_cache:
+        binary, env, _ = qemu_setup(version)
+        try:
+            p = subprocess.run([binary, '--version'], env=env,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True,
+                               timeout=30)
+            _version_cache[version] = (p.stdout.splitlines() or ['?'])[0]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            _version_cache[version] = 'unknown (%s)' % e
+    return _version_cache[version]
 
 
 class VMTimeout(VMError):
@@ -143,9 +212,12 @@ class VM:
                  machine='pc', balloon_opts='', transport='pci-modern',
                  extra_qemu_args=(), append='', initrd=None,
                  extra_modules=(), load_driver=False, balloon=True,
-                 boot_timeout=180, log_dir=None, name=None, disks=()):
+                 boot_timeout=180, log_dir=None, name=None, disks=(),
+                 qemu=None):
         if transport not in TRANSPORTS:
             raise ValueError('transport must be one of %s' % (TRANSPORTS,))
+        self.qemu = qemu or default_qemu()
+        self._qemu_bin, self._qemu_env, self._qemu_l = qemu_setup(self.qemu)
         if transport == 'mmio':
             machine = 'microvm'
         if machine == 'microvm' and transport != 'mmio':
@@ -161,7 +233,7 @@ class VM:
         self.log_dir = log_dir
         self.disks = list(disks)
         VM._seq += 1
-        self.name = name or 'vm%d' % VM._seq
+        self.name = name or 'vm%d-q%s' % (VM._seq, self.qemu)
         self.proc = None
         self._sh_sock = None
         self._qmp_sock = None
@@ -201,8 +273,14 @@ class VM:
         mult = {'': MiB, 'K': 1 << 10, 'M': MiB, 'G': GiB, 'T': 1 << 40}
         return int(m.group(1)) * mult[m.group(2)]
 
+    def balloon_iothreads(self):
+        """iothread ids that balloon_opts names (iothread=ID): each needs
+        its -object iothread, which _start adds."""
+        return re.findall(r'(?:^|,)iothread=([^,]+)', self.balloon_opts)
+
     def balloon_device(self):
-        """The -device argument for the balloon."""
+        """The -device argument for the balloon: the transport's options,
+        then balloon_opts (e.g. 'free-page-hint=on,iothread=io0')."""
         if self.transport == 'mmio':
             dev = 'virtio-balloon-device,id=balloon0'
         else:
@@ -245,7 +323,8 @@ class VM:
             cmdline.append('vb.load=1')
         if append:
             cmdline.append(append)
-        args = [QEMU, '-accel', 'tcg,thread=multi',
+        args = [self._qemu_bin] + self._qemu_l + [
+                '-accel', 'tcg,thread=multi',
                 '-m', self.mem, '-smp', str(self.smp),
                 '-nographic', '-no-reboot', '-monitor', 'none',
                 '-kernel', kernel, '-initrd', self.initrd,
@@ -256,6 +335,7 @@ class VM:
             # microvm has a single ISA serial port; ACPI (default on) is how
             # the guest finds virtio-mmio devices, since Debian kernels lack
             # VIRTIO_MMIO_CMDLINE_DEVICES.
+            args += qemu_microvm_bios(self.qemu)
             args += ['-M', 'microvm',
                      '-serial', 'file:' + self.console_path,
                      '-device', 'virtio-serial-device',
@@ -265,6 +345,8 @@ class VM:
                      '-serial', 'file:' + self.console_path,
                      '-serial', 'chardev:vbsh']
         if balloon:
+            for io in self.balloon_iothreads():
+                args += ['-object', 'iothread,id=' + io]
             args += ['-device', self.balloon_device()]
         for d in self.disks:
             # Guest sees /dev/vda, /dev/vdb, ... (needs virtio_blk).
@@ -273,8 +355,14 @@ class VM:
         args += list(extra_qemu_args)
         self.qemu_args = args
         self._qemu_log = open(self.qemu_log_path, 'wb')
+        # The log says which QEMU ran and how.
+        self._qemu_log.write(('# QEMU %s: %s\n# %s\n' % (
+            self.qemu, qemu_version_line(self.qemu),
+            ' '.join(args))).encode())
+        self._qemu_log.flush()
         self._t0 = time.monotonic()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                     env=self._qemu_env,
                                      stdout=self._qemu_log,
                                      stderr=subprocess.STDOUT,
                                      preexec_fn=_pdeathsig)

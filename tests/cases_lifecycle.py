@@ -20,7 +20,8 @@ def t_suspend_resume(ctx):
     """A device suspend/resume cycle (pm_test=devices) with 1 GiB ballooned:
     freeze gives every page back and resets the device, restore brings the
     balloon back to the host's target, and actual, current_kb and the
-    pages held agree afterwards."""
+    pages held agree afterwards.  The host keeps the memory it got back
+    (QEMU RSS)."""
     if ctx.driver != 'vballoon':
         raise TestSkip('vballoon counters only')
     with ctx.boot() as v:
@@ -29,10 +30,14 @@ def t_suspend_resume(ctx):
         if rc != 0:
             raise TestSkip('guest kernel has no /sys/power/pm_test')
         total0 = v.meminfo()['MemTotal']
+        ctx.require(ctx.touch(v, 1536), 'guest could not touch 1.5 GiB')
+        rss0 = v.rss_kib()
         target = 1 * GiB
+        ballooned_kb = (RAM - target) // KiB
         v.balloon(target)
         ctx.require(ctx.wait_balloon(v, target, 120, 'inflate') is not None,
                     'inflate did not complete')
+        rss1 = ctx.check_rss_drop(v, rss0, ballooned_kb, 'inflate to 1 GiB')
         total1 = v.meminfo()['MemTotal']
 
         t0 = time.monotonic()
@@ -60,6 +65,15 @@ def t_suspend_resume(ctx):
                   '%d MiB, got %d / %d / %d MiB'
                   % ((RAM - target) // MiB, q // MiB, cur // MiB,
                      held // MiB))
+        # Freeze handed the pages back to the guest, restore took them
+        # again: whichever pages it took, the host must not have grown.
+        rss2 = v.rss_kib()
+        log('QEMU RSS after inflate %d MiB, after resume %d MiB'
+            % (rss1 // 1024, rss2 // 1024))
+        ctx.check(rss2 <= rss1 + 0.1 * ballooned_kb,
+                  'QEMU RSS after resume: expected <= %d kB (after inflate '
+                  '%d kB + 10%% of the balloon), got %d kB'
+                  % (rss1 + 0.1 * ballooned_kb, rss1, rss2))
         total2 = v.meminfo()['MemTotal']
         ctx.check(total2 == total1,
                   'MemTotal after resume: expected %d kB (as before '
