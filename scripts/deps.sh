@@ -28,26 +28,13 @@ apt_update() {
 }
 
 # bookworm-backports carries the 6.12 kernel.  Its source is written with
-# the URI the machine already uses for bookworm (one-line or deb822 sources),
-# so no mirror host name lives in this repository.
-bookworm_uri() {
-	local f
-	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[ -f "$f" ] || continue
-		awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' "$f"
-	done
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[ -f "$f" ] || continue
-		awk 'BEGIN { RS = ""; FS = "\n" }
-		     /(^|\n)Suites:[^\n]*[ \t]bookworm([ \t]|\n|$)/ || /(^|\n)Suites:[ \t]*bookworm([ \t]|\n|$)/ {
-			for (i = 1; i <= NF; i++)
-				if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); print a[2]; exit }
-		     }' "$f"
-	done
-}
+# the URI the machine already uses for bookworm, so no mirror host name
+# lives in this repository.
+# shellcheck source=scripts/apt-uri.sh
+. "$(dirname "$0")/apt-uri.sh"
 bp_list=/etc/apt/sources.list.d/bookworm-backports.list
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-	uri=$(bookworm_uri | head -n1)
+	uri=$(debian_uri | head -n1)
 	[ -n "$uri" ] || { log "no bookworm apt source to derive bookworm-backports from"; exit 1; }
 	log "adding bookworm-backports apt source ($uri)"
 	echo "deb $uri bookworm-backports main" | $SUDO tee "$bp_list" >/dev/null

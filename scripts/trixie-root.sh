@@ -46,27 +46,9 @@ die() { log "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, chroot)"
 
-# The URI of the machine's Debian archive: the one its apt sources use for
-# bookworm (one-line sources.list or deb822 .sources files).
-debian_uri() {
-	local f
-	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[ -f "$f" ] || continue
-		awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' "$f"
-	done
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[ -f "$f" ] || continue
-		awk 'BEGIN { RS = ""; FS = "\n" }
-		     {
-			uri = ""; hit = 0
-			for (i = 1; i <= NF; i++) {
-				if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
-				if ($i ~ /^Suites:/ && $i ~ /[ \t]bookworm([ \t]|$)/) hit = 1
-			}
-			if (hit && uri != "") { print uri; exit }
-		     }' "$f"
-	done
-}
+# debian_uri: the URI of the machine's Debian archive (its bookworm source).
+# shellcheck source=scripts/apt-uri.sh
+. "$(dirname "$0")/apt-uri.sh"
 
 # in_root DIR CMD...: run CMD chrooted in DIR with /dev, /proc and this
 # checkout mounted, in a mount namespace of its own.

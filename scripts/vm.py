@@ -79,6 +79,16 @@ def load_kernels_env():
     return env
 
 
+def host_meminfo():
+    """The host's /proc/meminfo as {name: value in kB (or pages)}."""
+    d = {}
+    with open('/proc/meminfo') as f:
+        for line in f:
+            k, v = line.split(':', 1)
+            d[k] = int(v.split()[0])
+    return d
+
+
 def host_tsc_khz():
     """The host's TSC rate in kHz (from /proc/cpuinfo), 2 GHz if unknown."""
     try:

@@ -19,7 +19,7 @@ import re
 import time
 
 from run import test, log, TestSkip, RAM, free_kb
-from vm import GiB, MiB
+from vm import GiB, MiB, host_meminfo
 
 HUGE_MEM = 1 * GiB          # hugetlb-backed guest size
 HUGE_INFLATE = 512 * MiB    # what it balloons
@@ -34,15 +34,6 @@ def need_vballoon(ctx, what):
 def bound_line(v):
     rc, out = v.sh("dmesg | grep 'vballoon.*bound:' | tail -n 1")
     return out.strip()
-
-
-def host_meminfo():
-    d = {}
-    with open('/proc/meminfo') as f:
-        for line in f:
-            k, rest = line.split(':', 1)
-            d[k] = int(rest.split()[0])
-    return d
 
 
 def hugepages_reserve(need):
