@@ -12,15 +12,16 @@
 #   make check-full      the whole matrix: every test on every kernel and
 #                        QEMU (about 2 hours on 2 cores)
 #   make run             boot a guest and show the balloon working
+#                        (KVER=K612 or KVER=K73 make run: another kernel)
 #   make bench           compare with the in-tree virtio_balloon
 #   make k73             build for Debian's Linux 7.3 in a trixie root
 #                        (scripts/trixie-root.sh; `make k73 C=2` with sparse)
 #   make deps-k73        make the trixie root and unpack the 7.3 guest kernel
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
-KVER := $(shell sed -n 's/^#define UTS_RELEASE "\(.*\)"/\1/p' $(KDIR)/include/generated/utsrelease.h 2>/dev/null)
+KREL := $(shell sed -n 's/^#define UTS_RELEASE "\(.*\)"/\1/p' $(KDIR)/include/generated/utsrelease.h 2>/dev/null)
 TOP := $(CURDIR)
-OUT := $(TOP)/build/$(KVER)
+OUT := $(TOP)/build/$(KREL)
 VB_CACHE ?= /var/cache/vballoon
 SOURCES := Kbuild $(wildcard src/*.c include/*.h)
 
@@ -31,7 +32,7 @@ all: modules
 modules: $(OUT)/vballoon.ko
 
 $(OUT)/vballoon.ko: $(SOURCES) scripts/probe-api.sh
-	@test -n "$(KVER)" || { echo "no kernel headers at KDIR=$(KDIR)" >&2; exit 1; }
+	@test -n "$(KREL)" || { echo "no kernel headers at KDIR=$(KDIR)" >&2; exit 1; }
 	@mkdir -p $(OUT)/src $(OUT)/include $(OUT)/gen
 	@cp -p Kbuild $(OUT)/
 	@cp -p src/*.c $(OUT)/src/
@@ -60,13 +61,13 @@ check:
 	bash scripts/check.sh
 
 check-full:
-	VB_K73=1 VB_SLICE=full VB_KERNELS=K61,K612,K73 bash scripts/check.sh
+	VB_SLICE=full bash scripts/check.sh
 
 run:
 	bash scripts/run.sh
 
 bench:
-	bash scripts/bench.sh
+	bash scripts/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf build

@@ -135,7 +135,16 @@ struct vballoon {
 	/* Inflate/deflate elements: one chain per request, or single descriptors. */
 	bool chain;
 
+	/*
+	 * Two queues, both unbound and freezable.  wq runs the worker (which
+	 * allocates and waits for the host) and hinting; stats_wq only the
+	 * statistics answer, with a rescuer (WQ_MEM_RECLAIM), so the host
+	 * keeps getting statistics when memory is short even while the
+	 * worker is stuck waiting: a shared rescuer would run one after the
+	 * other.
+	 */
 	struct workqueue_struct *wq;
+	struct workqueue_struct *stats_wq;
 	struct delayed_work work;
 
 	/*
@@ -171,7 +180,9 @@ struct vballoon {
 	 * pressure_lock serialises shrinker deflations and owns preq; a
 	 * reclaimer waits for it.  Nothing under it allocates (beyond
 	 * GFP_NOWAIT) or depends on reclaim.  vqs_ready says the virtqueues
-	 * may be used, and is cleared under it on freeze and remove.
+	 * may be used, and is cleared under it on freeze and remove.  Taken
+	 * after engine_lock (drain; the worker collecting a late answer to
+	 * preq, with mutex_trylock), never before it.
 	 */
 	struct mutex pressure_lock;
 	struct vb_req *preq;
@@ -251,6 +262,7 @@ void vb_work_fn(struct work_struct *work);
 void vb_engine_drain(struct vballoon *vb);
 void vb_engine_release(struct vballoon *vb);
 unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want);
+unsigned long vb_pressure_reap(struct vballoon *vb);
 void vb_update_actual(struct vballoon *vb, bool force);
 
 /* vb_policy.c */
@@ -259,6 +271,7 @@ unsigned long vb_guest_ram(struct vballoon *vb);
 unsigned long vb_policy_target(struct vballoon *vb, unsigned long held,
 			       unsigned long *again);
 bool vb_policy_inflate_paused(struct vballoon *vb, unsigned int seq);
+void vb_policy_collect(struct vballoon *vb);
 bool vb_policy_may_take(struct vballoon *vb, unsigned long pages,
 			unsigned int order);
 void vb_policy_inflated(struct vballoon *vb, unsigned long pages);
@@ -277,8 +290,7 @@ void vb_report_start(struct vballoon *vb);
 void vb_report_stop(struct vballoon *vb);
 
 /* vb_sysfs.c */
-int vb_sysfs_add(struct vballoon *vb);
-void vb_sysfs_remove(struct vballoon *vb);
+extern const struct attribute_group *vb_groups[];
 
 /* vb_stats.c */
 void vb_stats_vq_done(struct virtqueue *vq);

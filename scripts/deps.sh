@@ -44,6 +44,8 @@ fi
 pkgs=(qemu-system-x86 qemu-utils busybox-static cpio kmod sparse xz-utils
       gcc make libc6-dev libelf-dev python3 linux-source-6.1 e2fsprogs
       gnuplot-nox dkms)
+# scripts/debug-kernel.sh: what building a kernel from linux-source-6.1 takes.
+pkgs+=(flex bison bc libssl-dev)
 # tests/libvirt_test.py: libvirtd, virtlogd, virsh and libvirt's QEMU driver.
 pkgs+=(libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu)
 missing=()

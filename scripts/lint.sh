@@ -12,6 +12,10 @@
 # source file, and a canary module built beside ours must draw the sparse
 # warning and the W=1 warning it was written to draw.
 #
+# Linux 7.3 is checked in the trixie root (scripts/trixie-root.sh: its gcc-14
+# and its sparse) whenever kernels.env names K73, i.e. once `make deps-k73`
+# (or make check, which sets it up) has run; VB_K73=0 leaves it out.
+#
 # Environment (or make variables, e.g. `make lint CHECK=false`), to point
 # the checks at other tools, or to prove that a missing tool fails:
 #   CHECKPATCH  checkpatch.pl to run
@@ -67,12 +71,22 @@ else
 	report "checkpatch --strict (${#files[@]} files)" $st "$cp_short"
 fi
 
-for k in "$K61" "$K612"; do
+kernels=("$K61" "$K612")
+if [ -n "${K73:-}" ] && [ "${VB_K73:-1}" != 0 ]; then
+	kernels+=("$K73")
+fi
+for k in "${kernels[@]}"; do
 	out=build/lint-$k
 	name="W=1 + sparse C=2 on $k"
 	short=$log/build-$k.short
 	: >"$short"
-	if ! command -v "${checker%% *}" >/dev/null; then
+	# in_env: run a command where this kernel is built (7.3: the root).
+	in_env=()
+	if [ "$k" = "${K73:-}" ]; then
+		in_env=(scripts/trixie-root.sh run)
+		name="$name (trixie root)"
+	fi
+	if ! "${in_env[@]}" sh -c 'command -v "$1"' sh "${checker%% *}" >/dev/null; then
 		echo "C checker '$checker' is not installed" >"$short"
 		report "$name" 1 "$short"
 		continue
@@ -82,7 +96,8 @@ for k in "$K61" "$K612"; do
 	cp -p Kbuild "$out/"
 	cp -p src/*.c "$out/src/"
 	cp -p include/*.h "$out/include/"
-	scripts/probe-api.sh "/usr/src/linux-headers-$k" "$out/gen/vb_autoconf.h"
+	"${in_env[@]}" scripts/probe-api.sh "/usr/src/linux-headers-$k" \
+		"$PWD/$out/gen/vb_autoconf.h"
 	# The canary: one warning only sparse gives (an undeclared global) and
 	# one only W=1 gives (an unused static const).
 	cat >"$out/vb_lint_canary.c" <<-'EOF'
@@ -95,8 +110,8 @@ for k in "$K61" "$K612"; do
 	EOF
 	echo 'obj-m += vb_lint_canary.o' >>"$out/Kbuild"
 	# No -s: kbuild's "CHECK <file>" lines show that the checker ran.
-	make -C "/usr/src/linux-headers-$k" M="$PWD/$out" W=1 C=2 \
-		CHECK="$checker" modules >"$log/build-$k" 2>&1
+	"${in_env[@]}" make -C "/usr/src/linux-headers-$k" M="$PWD/$out" \
+		W=1 C=2 CHECK="$checker" modules >"$log/build-$k" 2>&1
 	rc=$?
 	b=$log/build-$k
 	[ $rc -eq 0 ] || echo "build failed: exit status $rc" >>"$short"

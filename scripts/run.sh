@@ -2,27 +2,37 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Body of `make run`: build vballoon for one kernel (KVER: K61 (default),
-# K612 or a release name), boot a 2 GiB guest that loads it, and show the
-# host's and the guest's view before, during and after a 1 GiB inflation.
+# K612, K73 or a release name), boot a 2 GiB guest that loads it, and show
+# the host's and the guest's view before, during and after a 1 GiB
+# inflation.
 #
 #   KVER=K612 make run
+#   KVER=K73 make run            # Linux 7.3: built in the trixie root
 #   DRIVER=inkernel make run     # the same with the in-tree virtio_balloon
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VB_CACHE=${VB_CACHE:-/var/cache/vballoon}
 
-bash scripts/deps.sh
+kver=${KVER:-K61}
+if [ "$kver" = K73 ]; then
+	VB_K73=1 bash scripts/deps.sh
+else
+	bash scripts/deps.sh
+fi
 # shellcheck source=/dev/null
 . "$VB_CACHE/kernels.env"
-kver=${KVER:-K61}
+k73=${K73:-}
 case $kver in
 K61) kver=$K61 ;;
 K612) kver=$K612 ;;
+K73) kver=$K73 ;;
 esac
 driver=${DRIVER:-vballoon}
 
-if [ "$driver" = vballoon ]; then
+if [ "$driver" = vballoon ] && [ -n "$k73" ] && [ "$kver" = "$k73" ]; then
+	make k73
+elif [ "$driver" = vballoon ]; then
 	make KDIR="/usr/src/linux-headers-$kver"
 fi
 make -s -C tests/guest

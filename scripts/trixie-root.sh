@@ -9,11 +9,11 @@
 #
 #   setup   make the root if it is missing or incomplete (built in a temp
 #           directory, moved into place when complete), with build-essential,
-#           gcc-14, kmod and linux-headers-$K73 from trixie-backports, and a
-#           sparse that can check 7.3 (see setup_sparse); unpack the 7.3
-#           guest kernel (linux-binary-, linux-modules-, linux-base-) under
-#           $VB_CACHE/kernel/$K73 as scripts/mkinitramfs.sh and scripts/vm.py
-#           expect it; record K73=<release> in $VB_CACHE/kernels.env.
+#           gcc-14, kmod and linux-headers-$K73 from trixie-backports, a
+#           sparse that can check 7.3 (see setup_sparse) and dkms; unpack
+#           the 7.3 guest kernel (linux-binary-, linux-modules-,
+#           linux-base-) under $VB_CACHE/kernel/$K73 as
+#           scripts/mkinitramfs.sh and scripts/vm.py expect it; record K73=<release> in $VB_CACHE/kernels.env.
 #           Idempotent: whatever is complete is skipped.
 #   build   setup, then `make KDIR=/usr/src/linux-headers-$K73 MAKE-ARGS`
 #           in the root (`make k73` calls this): build/$K73/vballoon.ko.
@@ -158,6 +158,18 @@ setup_sparse() {
 		die "sparse in the root does not parse __typeof_unqual__"
 }
 
+# DKMS in the root, so tests/dkms_test.sh can build for 7.3 as a trixie
+# guest admin's DKMS would (its own step: adding it to root_pkgs would
+# rebuild every existing root).
+setup_dkms() {
+	[ -x "$root/usr/sbin/dkms" ] && return 0
+	log "installing dkms in the root"
+	in_root "$root" sh -c "apt-get update -qq && apt-get install -y -qq \
+		--no-install-recommends dkms && apt-get clean" \
+		>>"$VB_CACHE/trixie-root.log" 2>&1 ||
+		die "installing dkms failed, see $VB_CACHE/trixie-root.log"
+}
+
 # The guest kernel, unpacked (not installed) as deps.sh does for 6.1 and
 # 6.12: boot/vmlinuz-REL and lib/modules/REL/.  7.3 splits what
 # linux-image-REL held: linux-binary- the image, linux-modules- the modules,
@@ -224,6 +236,7 @@ setup() {
 		make_root
 	fi
 	setup_sparse
+	setup_dkms
 	unpack_kernel
 	record_env
 	exec 9>&-

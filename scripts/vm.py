@@ -53,6 +53,12 @@ BAD_CONSOLE = [
         r'Kernel panic', r'Call Trace', r'soft lockup',
         r'blocked for more than', r'rcu.*stall', r'UBSAN', r'bad page',
         r'Bad page', r'page dumped because',
+        # The debug kernel's checkers (most also print BUG or WARNING).
+        r'KASAN:', r'KFENCE:', r'suspected memory leak', r'ODEBUG:',
+        r'DEBUG_LOCKS_WARN_ON', r'turning off the locking correctness',
+        r'possible circular locking', r'inconsistent lock state',
+        r'sleeping function called from invalid context', r'VM_BUG_ON',
+        r'list corruption', r'kernel BUG at',
     )
 ] + [re.compile(r'vballoon.*(error|fail)', re.I)]
 
@@ -329,6 +335,12 @@ class VM:
             # host load the boot hangs; tell the kernel the TSC rate (TCG's
             # guest TSC is the host's).
             cmdline += ['vb.tty=hvc0', 'tsc_early_khz=%d' % host_tsc_khz()]
+        # A kernel may ask for its own arguments (the debug kernel does:
+        # scripts/debug-kernel.sh writes them).
+        extra = os.path.join(VB_CACHE, 'kernel', self.kernel_ver, 'cmdline')
+        if os.path.exists(extra):
+            with open(extra) as f:
+                cmdline += f.read().split()
         if load_driver:
             cmdline.append('vb.load=1')
         if append:

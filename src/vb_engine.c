@@ -82,6 +82,8 @@ int vb_engine_init(struct vballoon *vb)
 	vb->preq = vb_req_alloc();
 	if (!vb->preq)
 		goto out_free_reqs;
+	/* Relative to jiffies: 0 is in the future on a fresh 32-bit one. */
+	vb->chunk_retry = jiffies;
 	return 0;
 
 out_free_reqs:
@@ -498,7 +500,7 @@ static unsigned long vb_move(struct vballoon *vb, bool inflate,
 			     bool stoppable)
 {
 	unsigned long queued = 0, moved = 0, progress = jiffies;
-	unsigned int seq = READ_ONCE(vb->policy.seq);
+	unsigned int seq = READ_ONCE(vb->policy.seq), inflight;
 	ktime_t start = ktime_get();
 	struct vb_req *req;
 	bool failed = false;
@@ -533,10 +535,16 @@ static unsigned long vb_move(struct vballoon *vb, bool inflate,
 		if (err) {
 			vb_unfill(vb, req);
 			/* A full ring drains as the host answers; else give up. */
-			if (err != -ENOSPC ||
-			    !vb_count_reqs(vb, VB_REQ_INFLIGHT))
+			inflight = vb_count_reqs(vb, VB_REQ_INFLIGHT);
+			if (err != -ENOSPC || !inflight)
 				break;
-			vb_wait_reqs(vb, VB_NR_REQS, VB_ACK_POLL, stoppable);
+			/*
+			 * Wait for one answer, not for an idle request: without
+			 * indirect descriptors the ring fills before the
+			 * requests run out, and retrying at once would only
+			 * allocate and free the same pages in a loop.
+			 */
+			vb_wait_reqs(vb, inflight, VB_ACK_POLL, stoppable);
 			continue;
 		}
 		queued += req->nr_pages;
@@ -594,6 +602,7 @@ void vb_work_fn(struct work_struct *work)
 	bool short_alloc;
 
 	mutex_lock(&vb->engine_lock);
+	vb_policy_collect(vb);
 	while (!vb_stopping(vb) && !vb_broken(vb)) {
 		held = READ_ONCE(vb->nr_held);
 		again = 0;
@@ -666,9 +675,28 @@ static unsigned long vb_pressure_round(struct vballoon *vb, unsigned long want)
 	}
 	wait_event_timeout(vb->acked, vb_req_state(vb, req) == VB_REQ_DONE,
 			   VB_ACK_POLL);
-	if (vb_req_state(vb, req) != VB_REQ_DONE)
+	if (vb_req_state(vb, req) != VB_REQ_DONE) {
+		/* The worker collects it once the host answers. */
+		vb_queue_work(vb, VB_ACK_POLL);
 		return 0;
+	}
 	return vb_complete(vb, req);
+}
+
+/*
+ * Complete a shrinker request the host answered after its caller stopped
+ * waiting, with pressure_lock held.  Returns the pages given back.
+ */
+unsigned long vb_pressure_reap(struct vballoon *vb)
+{
+	unsigned long n = 0;
+
+	lockdep_assert_held(&vb->pressure_lock);
+	if (vb_req_state(vb, vb->preq) == VB_REQ_DONE) {
+		n = vb_complete(vb, vb->preq);
+		vb_update_actual(vb, false);
+	}
+	return n;
 }
 
 /*
@@ -743,6 +771,8 @@ void vb_engine_release(struct vballoon *vb)
 	struct page *page, *next;
 	unsigned long n = 0;
 	unsigned int i;
+	LIST_HEAD(chunks);
+	LIST_HEAD(pages);
 
 	mutex_lock(&vb->engine_lock);
 	for (i = 0; i < VB_NR_REQS; i++)
@@ -751,23 +781,33 @@ void vb_engine_release(struct vballoon *vb)
 	if (vb->preq->state != VB_REQ_IDLE)
 		vb_abandon(vb, vb->preq);
 
+	/*
+	 * Take the lists under the lock, free outside it: the balloon may
+	 * hold gigabytes, and freeing them one by one under a spinlock would
+	 * stall every CPU that wants vb->lock (the shrinker among them).
+	 */
 	spin_lock(&vb->lock);
-	list_for_each_entry_safe(page, next, &vb->chunks, lru) {
+	list_splice_init(&vb->chunks, &chunks);
+	list_splice_init(&vb->pages, &pages);
+	vb->nr_held = 0;
+	spin_unlock(&vb->lock);
+
+	list_for_each_entry_safe(page, next, &chunks, lru) {
 		list_del(&page->lru);
 		if (vb->adjust_managed)
 			adjust_managed_page_count(page, VB_CHUNK_PAGES);
 		__free_pages(page, VB_CHUNK_ORDER);
 		n += VB_CHUNK_PAGES;
+		cond_resched();
 	}
-	list_for_each_entry_safe(page, next, &vb->pages, lru) {
+	list_for_each_entry_safe(page, next, &pages, lru) {
 		list_del(&page->lru);
 		if (vb->adjust_managed)
 			adjust_managed_page_count(page, 1);
 		__free_page(page);
-		n++;
+		if (!(++n % VB_PFNS_PER_REQ))
+			cond_resched();
 	}
-	vb->nr_held = 0;
-	spin_unlock(&vb->lock);
 	mutex_unlock(&vb->engine_lock);
 	/* Whatever the host believes, the balloon is empty now. */
 	vb_update_actual(vb, true);

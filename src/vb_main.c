@@ -348,15 +348,17 @@ static int vb_probe(struct virtio_device *vdev)
 	if (err)
 		goto out_free_vb;
 
-	/*
-	 * Unbound so statistics never wait behind a long inflation; a
-	 * rescuer so they keep flowing when memory is short.
-	 */
-	vb->wq = alloc_workqueue("vballoon", WQ_FREEZABLE | WQ_UNBOUND |
-				 WQ_MEM_RECLAIM, 0);
+	/* Unbound, so statistics never wait behind a long inflation. */
+	vb->wq = alloc_workqueue("vballoon", WQ_FREEZABLE | WQ_UNBOUND, 0);
 	if (!vb->wq) {
 		err = -ENOMEM;
 		goto out_engine_exit;
+	}
+	vb->stats_wq = alloc_workqueue("vballoon_stats", WQ_FREEZABLE |
+				       WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
+	if (!vb->stats_wq) {
+		err = -ENOMEM;
+		goto out_destroy_wq;
 	}
 
 	vb_read_features(vb);
@@ -364,15 +366,11 @@ static int vb_probe(struct virtio_device *vdev)
 
 	err = vb_pressure_register(vb);
 	if (err)
-		goto out_destroy_wq;
-
-	err = vb_sysfs_add(vb);
-	if (err)
-		goto out_pressure_unregister;
+		goto out_destroy_stats_wq;
 
 	err = vb_start(vb);
 	if (err)
-		goto out_sysfs_remove;
+		goto out_pressure_unregister;
 
 	vb_debugfs_add(vb);
 	dev_info(&vdev->dev,
@@ -386,10 +384,10 @@ static int vb_probe(struct virtio_device *vdev)
 		 vb->chain ? "chain" : "single", VB_PAGES_TO_KB(vb->floor));
 	return 0;
 
-out_sysfs_remove:
-	vb_sysfs_remove(vb);
 out_pressure_unregister:
 	vb_pressure_unregister(vb);
+out_destroy_stats_wq:
+	destroy_workqueue(vb->stats_wq);
 out_destroy_wq:
 	destroy_workqueue(vb->wq);
 out_engine_exit:
@@ -406,8 +404,8 @@ static void vb_remove(struct virtio_device *vdev)
 
 	vb_debugfs_remove(vb);
 	vb_stop(vb);
-	vb_sysfs_remove(vb);
 	vb_pressure_unregister(vb);
+	destroy_workqueue(vb->stats_wq);
 	destroy_workqueue(vb->wq);
 	vb_engine_exit(vb);
 	kfree(vb);
@@ -431,6 +429,7 @@ static struct virtio_driver vb_driver = {
 	.feature_table_size	= ARRAY_SIZE(vb_features),
 	.driver.name		= KBUILD_MODNAME,
 	.driver.owner		= THIS_MODULE,
+	.driver.dev_groups	= vb_groups,
 	.id_table		= vb_id_table,
 	.validate		= vb_validate,
 	.probe			= vb_probe,

@@ -96,9 +96,10 @@ struct vb_mem {
 
 /*
  * Read without the zone locks: every figure is a snapshot that may be a
- * little stale, which is all a policy needs.
+ * little stale, which is all a policy needs.  The per-CPU lists cost a
+ * walk over every CPU, so only callers that use m->pcp ask for them.
  */
-static void vb_zone_read(struct vb_mem *m, struct zone *zone)
+static void vb_zone_read(struct vb_mem *m, struct zone *zone, bool pcps)
 {
 	struct per_cpu_pages *pcp;
 	unsigned int order;
@@ -110,13 +111,15 @@ static void vb_zone_read(struct vb_mem *m, struct zone *zone)
 	     order++)
 		m->keep_free += READ_ONCE(zone->free_area[order].nr_free) <<
 				order;
+	if (!pcps)
+		return;
 	for_each_online_cpu(cpu) {
 		pcp = per_cpu_ptr(zone->per_cpu_pageset, cpu);
 		m->pcp += max(0, READ_ONCE(pcp->count));
 	}
 }
 
-static void vb_mem_read(struct vb_mem *m)
+static void vb_mem_read(struct vb_mem *m, bool pcps)
 {
 	int nid, i;
 
@@ -124,7 +127,8 @@ static void vb_mem_read(struct vb_mem *m)
 	for_each_online_node(nid)
 		for (i = 0; i < MAX_NR_ZONES; i++)
 			if (populated_zone(&NODE_DATA(nid)->node_zones[i]))
-				vb_zone_read(m, &NODE_DATA(nid)->node_zones[i]);
+				vb_zone_read(m, &NODE_DATA(nid)->node_zones[i],
+					     pcps);
 }
 
 /*
@@ -167,15 +171,24 @@ static unsigned long vb_floor_pages(struct vballoon *vb)
 void vb_policy_init(struct vballoon *vb)
 {
 	unsigned long ram = vb_guest_ram(vb);
+	unsigned long now = jiffies;
 	struct vb_mem m;
 
-	vb_mem_read(&m);
+	vb_mem_read(&m, false);
 	spin_lock(&vb->lock);
 	vb->floor = min(ram / VB_FLOOR_RAM_SHARE + m.min +
 			num_online_cpus() * VB_FLOOR_PER_CPU, ram);
 	vb->holdoff_base = VB_HOLDOFF_DEFAULT;
 	vb->pressure_reserve = ram / 32;
 	vb->policy.holdoff = VB_HOLDOFF_DEFAULT;
+	/*
+	 * Time stamps start in the past relative to jiffies, not at 0: a
+	 * 32-bit jiffies starts 5 minutes before its wrap, where 0 would be
+	 * in the future for time_before().
+	 */
+	vb->policy.last_pressure = now - VB_PRESSURE_QUIET - 1;
+	vb->policy.yield_until = now;
+	vb->policy.floor_until = now;
 	spin_unlock(&vb->lock);
 }
 
@@ -227,7 +240,7 @@ unsigned long vb_policy_target(struct vballoon *vb, unsigned long held,
 	bool tell = false;
 	struct vb_mem m;
 
-	vb_mem_read(&m);
+	vb_mem_read(&m, true);
 	avail = vb_avail();
 	usable = avail + m.pcp;
 	cap = vb_floor_cap(floor, held, avail, usable);
@@ -320,9 +333,14 @@ bool vb_policy_may_take(struct vballoon *vb, unsigned long pages,
 	struct vb_mem m;
 	bool ok;
 
-	vb_mem_read(&m);
+	/*
+	 * Called before every request's pages are taken: MemAvailable is a
+	 * sum over a few zones; the free block counts only matter for the
+	 * small orders that fragment.
+	 */
 	ok = avail >= floor + pages;
 	if (ok && order < VB_KEEP_ORDER) {
+		vb_mem_read(&m, false);
 		/*
 		 * Page cache and slab that reclaim can take turn back into
 		 * free blocks of any order (reclaim and compaction do that
@@ -391,6 +409,23 @@ static void vb_policy_pressure(struct vballoon *vb, unsigned long pages)
 	trace_vballoon_pressure(pages, READ_ONCE(vb->nr_held), debt,
 				jiffies_to_msecs(holdoff));
 	vb_queue_work(vb, holdoff);
+}
+
+/*
+ * From the worker: a shrinker request the host answered late gave pages
+ * back to the guest; account them as a pressure deflation.  A shrinker
+ * that holds pressure_lock collects it itself.
+ */
+void vb_policy_collect(struct vballoon *vb)
+{
+	unsigned long freed;
+
+	if (!mutex_trylock(&vb->pressure_lock))
+		return;
+	freed = vb_pressure_reap(vb);
+	mutex_unlock(&vb->pressure_lock);
+	if (freed)
+		vb_policy_pressure(vb, freed);
 }
 
 /* How much the next shrinker call gives back, in pages. */
@@ -483,6 +518,12 @@ static unsigned long vb_shrink_scan(struct shrinker *s,
 	mutex_unlock(&vb->pressure_lock);
 	if (!freed)
 		return SHRINK_STOP;
+	/*
+	 * A batch can exceed what reclaim asked for: say so, or reclaim
+	 * calls again for the rest of its quota and waits on the host once
+	 * more for memory the guest already has.
+	 */
+	sc->nr_scanned = max(sc->nr_scanned, freed);
 	vb_account_reclaimed(freed);
 	vb_policy_pressure(vb, freed);
 	return freed;

@@ -125,7 +125,7 @@ void vb_stats_vq_done(struct virtqueue *vq)
 
 	spin_lock_irqsave(&vb->stop_lock, flags);
 	if (!vb->stopping)
-		queue_work(vb->wq, &vb->stats_work);
+		queue_work(vb->stats_wq, &vb->stats_work);
 	spin_unlock_irqrestore(&vb->stop_lock, flags);
 }
 

@@ -22,17 +22,6 @@ def need_vballoon(ctx):
         raise TestSkip('vballoon sysfs/debugfs/tracepoint ABI only')
 
 
-def debugfs_stats(v):
-    """/sys/kernel/debug/vballoon/<dev>/stats as {name: int}."""
-    out = v.sh_ok('cat /sys/kernel/debug/vballoon/virtio*/stats')
-    d = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            d[parts[0]] = int(parts[1])
-    return d
-
-
 def parse_tap(out):
     """kselftest TAP output -> (number of ok, [(name, [diagnostics])] of the
     failed tests).  Diagnostics are the '#' lines since the test's RUN."""
@@ -237,7 +226,7 @@ def t_flapping_target(ctx):
                   'exactly %d, got %d' % (GiB, cur))
         want_kb = (RAM - GiB) // KiB
         held_kb = ctx.attr(v, 'current_kb')
-        st = debugfs_stats(v)
+        st = ctx.vb_stats(v)
         log('current_kb %s, debugfs held_pages %s, inflated %s, deflated %s'
             % (held_kb, st.get('held_pages'), st.get('inflated_pages'),
                st.get('deflated_pages')))
@@ -288,7 +277,7 @@ def t_debugfs_counters(ctx):
         v.balloon(RAM - 512 * MiB)
         ctx.require(ctx.wait_balloon(v, RAM - 512 * MiB, 120, 'deflate')
                     is not None, 'deflate to 1.5 GiB did not complete')
-        st = debugfs_stats(v)
+        st = ctx.vb_stats(v)
         cur_kb = ctx.attr(v, 'current_kb')
         log('debugfs: ' + ', '.join('%s=%d' % kv for kv in sorted(st.items())))
         ctx.require(st, 'debugfs stats: expected counters, got nothing')
@@ -328,7 +317,7 @@ def t_debugfs_counters(ctx):
                   % st.get('guest_target_pages'))
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 120, 'deflate to empty')
-        st2 = debugfs_stats(v)
+        st2 = ctx.vb_stats(v)
         ctx.check(st2.get('held_pages', -1) == 0 and
                   st2.get('inflated_pages') == st2.get('deflated_pages'),
                   'empty balloon: expected held 0 and inflated == deflated, '

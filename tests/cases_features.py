@@ -144,7 +144,7 @@ def t_stats_vs_meminfo(ctx):
         ctx.wait_balloon(v, RAM, 120, 'deflate')
 
 
-@test('free_page_reporting', timeout=600)
+@test('free_page_reporting', timeout=600, serial=True)
 def t_free_page_reporting(ctx):
     """free-page-reporting=on: 1 GiB the guest touched and then freed goes
     back to the host (QEMU RSS drops >= 0.8 GiB within 10 s); the guest

@@ -20,22 +20,11 @@ HOST_TARGET = 16 * MiB        # what the host asks the guest to shrink to
 SLEEPERS = 150
 WATCH_S = 60                  # how long the guest must keep answering
 ANSWER_S = 2.0                # ... within this many seconds each time
-STATS = '/sys/kernel/debug/vballoon/virtio*/stats'
 
 
 def need_vballoon(ctx):
     if ctx.driver != 'vballoon':
         raise TestSkip('vballoon floor_kb only')
-
-
-def dstats(v):
-    out = v.sh_ok('cat %s' % STATS)
-    d = {}
-    for ln in out.splitlines():
-        parts = ln.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            d[parts[0]] = int(parts[1])
-    return d
 
 
 def usable_kb(v):
@@ -62,7 +51,7 @@ def views(ctx, v):
     it."""
     q = (v.mem_bytes - v.query_balloon()) // KiB
     cur = ctx.attr(v, 'current_kb')
-    held = dstats(v).get('held_pages', -1) * 4
+    held = ctx.vb_stats(v).get('held_pages', -1) * 4
     return q, cur, held
 
 
@@ -147,7 +136,7 @@ def floor_at_host_16m(ctx, **boot):
                   % (floor, out.strip()))
 
         oom0 = v.vmstat().get('oom_kill', 0)
-        s0 = dstats(v)
+        s0 = ctx.vb_stats(v)
         # Forked sleepers, then a program as large as the floor less 16 MiB
         # that holds its memory for a while; the shell must keep answering.
         t0 = time.monotonic()
@@ -180,7 +169,7 @@ def floor_at_host_16m(ctx, **boot):
             time.sleep(max(0.0, 1.0 - dt))
         out = v.sh('cat /tmp/f.out')[1]
         q_during = check_views(ctx, v, 'after the program')
-        s1 = dstats(v)
+        s1 = ctx.vb_stats(v)
         oom1 = v.vmstat().get('oom_kill', 0)
         log('vb_touch %d MiB with %d sleepers: rc %s: %s' % (
             prog, nsleep, res, out.strip()[-100:]))
@@ -205,7 +194,7 @@ def floor_at_host_16m(ctx, **boot):
         check_views(ctx, v, 'deflated')
 
 
-@test('floor_host16m_2g', timeout=420)
+@test('floor_host16m_2g', timeout=420, serial=True)
 def t_floor_host16m_2g(ctx):
     """2 GiB guest, default floor, host target 16 MiB: the balloon stops
     with usable memory at floor_kb (host and guest views agree, QEMU RSS
@@ -214,20 +203,20 @@ def t_floor_host16m_2g(ctx):
     floor_at_host_16m(ctx)
 
 
-@test('floor_host16m_512m_1cpu', timeout=420)
+@test('floor_host16m_512m_1cpu', timeout=420, serial=True)
 def t_floor_host16m_512m(ctx):
     """The same on a 512 MiB guest with one vCPU."""
     floor_at_host_16m(ctx, mem='512M', smp=1)
 
 
-@test('floor_host16m_doom', timeout=420)
+@test('floor_host16m_doom', timeout=420, serial=True)
 def t_floor_host16m_doom(ctx):
     """The same with deflate-on-oom=on (the shrinker and pressure_reserve
     in play)."""
     floor_at_host_16m(ctx, balloon_opts='deflate-on-oom=on')
 
 
-@test('floor_raise_lower', timeout=420)
+@test('floor_raise_lower', timeout=420, serial=True)
 def t_floor_raise_lower(ctx):
     """At the floor with the host asking for 16 MiB: raising floor_kb by
     256 MiB gives memory back at once (usable memory >= the new floor);

@@ -9,9 +9,7 @@ from vm import GiB, MiB
 
 def balloon_state(ctx, v):
     """(query-balloon ballooned bytes, current_kb * KiB, held_pages * 4 KiB)."""
-    rc, out = v.sh('cat /sys/kernel/debug/vballoon/virtio*/stats')
-    stats = dict(ln.split() for ln in out.splitlines() if len(ln.split()) == 2)
-    held = int(stats.get('held_pages', -1)) * 4096
+    held = ctx.vb_stats(v)['held_pages'] * 4096
     return RAM - v.query_balloon(), ctx.attr(v, 'current_kb') * KiB, held
 
 

@@ -22,7 +22,6 @@ PAGE = 4096
 TARGET = 768 * MiB            # guest size while ballooned
 BALLOONED = RAM - TARGET      # 1280 MiB
 PROGRAM_MIB = 1200            # what the pressure program maps and touches
-STATS = '/sys/kernel/debug/vballoon/virtio*/stats'
 # Counters worth logging after pressure.
 POLICY_KEYS = ('held_pages', 'pressure_events', 'pressure_pages',
                'pressure_yields', 'reinflated_pages', 'holdoff_doublings',
@@ -32,23 +31,6 @@ POLICY_KEYS = ('held_pages', 'pressure_events', 'pressure_pages',
 def need_vballoon(ctx):
     if ctx.driver != 'vballoon':
         raise TestSkip('vballoon pressure policy and counters only')
-
-
-def dstats(ctx, v):
-    """vballoon's debugfs counters as {name: int}; fail the test if they
-    cannot be read."""
-    rc, out = v.sh('cat %s' % STATS)
-    ctx.require(rc == 0, 'debugfs stats %s: expected readable, got rc %d: '
-                '%s' % (STATS, rc, out.strip()[-200:]))
-    d = {}
-    for ln in out.splitlines():
-        parts = ln.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            d[parts[0]] = int(parts[1])
-    ctx.require('held_pages' in d and 'pressure_pages' in d,
-                'debugfs stats without held_pages/pressure_pages: %r'
-                % out.strip()[-300:])
-    return d
 
 
 def fmt_stats(d, keys=POLICY_KEYS):
@@ -160,7 +142,7 @@ def t_pressure_no_oscillation(ctx):
     with ctx.boot(balloon_opts='deflate-on-oom=on') as v:
         ctx.load(v)
         inflate_to_target(ctx, v)
-        s0 = dstats(ctx, v)
+        s0 = ctx.vb_stats(v)
         oom0 = oom_kills(v)
         poll = BalloonPoller(v)
         poll.start()
@@ -179,7 +161,7 @@ def t_pressure_no_oscillation(ctx):
         # is the exit as far as the host can tell).
         took, seen = wait_exact(v, TARGET, 60)
         back = None if took is None else time.monotonic() - t_exit
-        s1 = dstats(ctx, v)
+        s1 = ctx.vb_stats(v)
         high = max(poll.values() + seen)
         log('during/after the program: highest query-balloon %d MiB '
             '(balloon gave back up to %d MiB of %d); values after exit: %s '
@@ -225,7 +207,7 @@ def t_pressure_no_oscillation(ctx):
             ctx.check(not moved, 'expected query-balloon to stay exactly at '
                       '%d MiB for 10 s, it moved: %s (s, MiB)'
                       % (TARGET // MiB, moved[:5]))
-            s2 = dstats(ctx, v)
+            s2 = ctx.vb_stats(v)
             ctx.check(s2['pressure_events'] == s1['pressure_events'],
                       'expected no pressure once idle at the target, '
                       'pressure_events went %d -> %d'
@@ -252,7 +234,7 @@ def t_pressure_doom_off(ctx):
     with ctx.boot() as v:
         ctx.load(v)
         inflate_to_target(ctx, v)
-        s0 = dstats(ctx, v)
+        s0 = ctx.vb_stats(v)
         oom0 = oom_kills(v)
         poll = BalloonPoller(v)
         poll.start()
@@ -288,7 +270,7 @@ def t_pressure_doom_off(ctx):
                   'with ENOMEM (rc 1) or be OOM-killed, got rc %d, oom_kill '
                   '%d -> %d: %s' % (PROGRAM_MIB, rc, oom0, oom1,
                                     out.strip()[-200:]))
-        s1 = dstats(ctx, v)
+        s1 = ctx.vb_stats(v)
         log('counters: %s' % fmt_stats(s1))
         ctx.check(s1['held_pages'] == BALLOONED // PAGE,
                   'expected held_pages %d (%d MiB), got %d'
@@ -374,12 +356,12 @@ def t_pressure_pagecache(ctx):
                     'file, got %d MiB (Cached %d MiB)'
                     % (file_kb // 1024, mi['Cached'] // 1024))
         reserve = ctx.attr(v, 'pressure_reserve_kb')
-        s0 = dstats(ctx, v)
+        s0 = ctx.vb_stats(v)
         oom0 = oom_kills(v)
 
         v.balloon(TARGET)
         took, seen = wait_exact(v, TARGET, 120)
-        s1 = dstats(ctx, v)
+        s1 = ctx.vb_stats(v)
         mi1 = v.meminfo()
         given = s1['pressure_pages'] - s0['pressure_pages']
         limit = BALLOONED // PAGE // 100
@@ -408,7 +390,7 @@ def t_pressure_pagecache(ctx):
                   % (BALLOONED // PAGE, s1['held_pages']))
         # And it stays there (no busy loop against page cache).
         time.sleep(3)
-        s2 = dstats(ctx, v)
+        s2 = ctx.vb_stats(v)
         ctx.check(v.query_balloon() == v.expected_actual(TARGET) and
                   s2['pressure_pages'] == s1['pressure_pages'],
                   'expected the balloon to stay at the target with no more '
@@ -430,7 +412,7 @@ def balloon_views(ctx, v):
     held_pages * 4096), plus the debugfs counters."""
     q = RAM - v.query_balloon()
     cur = ctx.attr(v, 'current_kb')
-    s = dstats(ctx, v)
+    s = ctx.vb_stats(v)
     return (q, None if cur is None else cur * KiB,
             s['held_pages'] * PAGE), s
 
@@ -468,7 +450,7 @@ def t_pressure_during_inflate(ctx):
         ctx.require(rc == 0, 'write holdoff_ms: %s' % out.strip())
         mi0 = v.meminfo()
         oom0 = oom_kills(v)
-        s_prev = dstats(ctx, v)
+        s_prev = ctx.vb_stats(v)
         bad_runs, ooms = [], []
         for cycle in range(6):
             tag = 'p%d' % cycle
@@ -513,7 +495,7 @@ def t_pressure_during_inflate(ctx):
             t1 = time.monotonic()
             took, seen = wait_exact(v, TARGET, 150)
             if took is None:
-                s = dstats(ctx, v)
+                s = ctx.vb_stats(v)
                 ctx.fail('cycle %d: expected query-balloon back at %d MiB '
                          'within 150 s, values %s MiB; %s'
                          % (cycle, TARGET // MiB, mibs(seen), fmt_stats(s)))
@@ -547,7 +529,7 @@ def t_pressure_during_inflate(ctx):
         ctx.check(all(n == oom0 for n in ooms),
                   'expected no OOM kill with DEFLATE_ON_OOM, /proc/vmstat '
                   'oom_kill after each cycle: %d -> %s' % (oom0, ooms))
-        log('final counters: %s' % fmt_stats(dstats(ctx, v)))
+        log('final counters: %s' % fmt_stats(ctx.vb_stats(v)))
         lines = console_ooms(v)
         ctx.check(not lines, 'expected no OOM lines on the console, got: %s'
                   % lines[:2])

@@ -18,11 +18,14 @@ status 1 if anything failed.
     tests/run.py -k transport --kernel K612
     tests/run.py --driver inkernel    # the distribution's virtio_balloon
     tests/run.py --list
+    tests/run.py --jobs 2             # two guests at a time (serial tests
+                                      # still run alone)
 """
 
 import argparse
 import contextlib
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -30,8 +33,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'scripts'))
@@ -74,12 +79,32 @@ def describe_exception(e):
 TESTS = []
 
 
-def test(name, timeout=600, oom_ok=False, core=False):
+# Tests that also run on the debug kernel (KDBG, scripts/debug-kernel.sh):
+# lifecycle, transports, pressure, sysfs, flapping, statistics, and the
+# reset paths.  Tests registered with debug_only=True (cases_debug.py) run
+# on it alone.
+DEBUG_TIER = {
+    'inflate_deflate', 'rmmod_inflated', 'insmod_rmmod_cycles', 'device_del',
+    'rmmod_during_inflate', 'target_changes_in_flight', 'suspend_resume',
+    'pressure_no_oscillation', 'pressure_doom_off', 'pressure_pagecache',
+    'pressure_during_inflate', 'deflate_on_oom', 'sysfs_abi', 'sysfs_knobs',
+    'flapping_target', 'host_stats', 'stats_vs_meminfo',
+    'stats_under_pressure', 'broken_device_stops_worker',
+}
+
+
+def test(name, timeout=600, oom_ok=False, core=False, serial=False,
+         debug_only=False):
     """Register a test function f(ctx).  Core tests run on every kernel and
-    QEMU of the `check` slice (see plan())."""
+    QEMU of the `check` slice (see plan()).  A serial test never runs next
+    to another one under --jobs: it changes host-wide state (huge pages)
+    or asserts a response time that a busy host would stretch."""
     def deco(f):
         TESTS.append({'name': name, 'func': f, 'timeout': timeout,
-                      'oom_ok': oom_ok, 'core': core,
+                      'oom_ok': oom_ok, 'core': core, 'serial': serial,
+                      'debug_only': debug_only,
+                      'debug': debug_only or name in DEBUG_TIER or
+                      name.startswith('transport_'),
                       'doc': ' '.join((f.__doc__ or '').split())})
         return f
     return deco
@@ -220,6 +245,20 @@ class Ctx:
         rc, out = v.sh('cat %s/%s' % (d, name))
         out = out.strip()
         return int(out) if rc == 0 and out.isdigit() else None
+
+    def vb_stats(self, v):
+        """vballoon's debugfs counters (/sys/kernel/debug/vballoon/<dev>/
+        stats) as {name: int}; the test fails if they cannot be read."""
+        rc, out = v.sh('cat /sys/kernel/debug/vballoon/virtio*/stats')
+        d = {}
+        for ln in out.splitlines():
+            parts = ln.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                d[parts[0]] = int(parts[1])
+        self.require(rc == 0 and 'held_pages' in d,
+                     'debugfs stats: expected readable with held_pages, '
+                     'got rc %d: %s' % (rc, out.strip()[-300:]))
+        return d
 
     def write_attr(self, v, name, value):
         """Write a sysfs attribute; return (rc, output)."""
@@ -857,19 +896,37 @@ class Runner:
         self.skipped = 0
         self.skips = []
         self.times = []
+        self.results = []
+        self.lock = threading.Lock()
+        self.children = set()
+        self.stopping = False
 
     def close(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def initrd(self, kernel, driver, extras):
         key = (kernel, driver, extras)
-        if key not in self._initrds:
+        if key in self._initrds:
+            return self._initrds[key]
+        # Under --jobs the parent hands its children one directory
+        # (VB_INITRD_DIR): an image is built once and renamed into place.
+        shared = os.environ.get('VB_INITRD_DIR')
+        if shared:
+            out = os.path.join(shared, 'initrd-%s.gz' % re.sub(
+                r'[^A-Za-z0-9_.+-]', '_', '-'.join((kernel, driver) + extras)))
+            if not os.path.exists(out):
+                tmp = '%s.%d' % (out, os.getpid())
+                vmmod.build_initrd(kernel, driver, tmp, extras)
+                os.replace(tmp, out)
+        else:
             out = os.path.join(self.tmp, 'initrd-%d.gz' % len(self._initrds))
             vmmod.build_initrd(kernel, driver, out, extras)
-            self._initrds[key] = out
-        return self._initrds[key]
+        self._initrds[key] = out
+        return out
 
     def report(self, ok, kernel, name, msg='', secs=None, skip=None):
+        self.results.append({'ok': ok, 'label': kernel, 'name': name,
+                             'msg': msg, 'secs': secs, 'skip': skip})
         self.n += 1
         t = ' (%.1f s)' % secs if secs is not None else ''
         if ok and skip is not None:
@@ -940,6 +997,93 @@ class Runner:
             self.report(True, label, name, secs=secs)
 
 
+def run_child(runner, k, q, t):
+    """Run one (kernel, QEMU, test) in a child run.py (--one) and report
+    its result here: the child's diagnostics, then its TAP line numbered
+    in this run."""
+    if runner.stopping:
+        return
+    fd, res = tempfile.mkstemp(prefix='result.', dir=runner.tmp)
+    os.close(fd)
+    cmd = [sys.executable, os.path.abspath(__file__), '--no-build',
+           '--driver', runner.driver, '--logs', runner.log_dir,
+           '--one', k, q, t['name'], '--result', res]
+    env = dict(os.environ, VB_INITRD_DIR=runner.tmp)
+    label = k if q == '7.2' else '%s q%s' % (k, q)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=env,
+                         start_new_session=True)
+    with runner.lock:
+        runner.children.add(p)
+    note = ''
+    try:
+        # The child's own alarm ends the test at t['timeout']; this bound
+        # is for a child that hangs in cleanup.
+        out, _ = p.communicate(timeout=t['timeout'] + 300)
+    except subprocess.TimeoutExpired:
+        kill_group(p)
+        out, _ = p.communicate()
+        note = 'child run.py killed after %d s' % (t['timeout'] + 300)
+    with runner.lock:
+        runner.children.discard(p)
+    secs = time.monotonic() - t0
+    try:
+        with open(res) as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        results = []
+    with runner.lock:
+        for ln in out.splitlines():
+            if not re.match(r'(not )?ok \d+ - ', ln):
+                print(ln if ln.startswith('#') else '#   ' + ln)
+        if not results:
+            runner.report(False, label, t['name'], note or
+                          'child run.py exited with status %s and no '
+                          'result' % p.returncode, secs)
+        for r in results:
+            runner.report(r['ok'], r['label'], r['name'], r['msg'],
+                          r['secs'], r['skip'])
+        runner.times.append((label, t['name'], secs))
+        sys.stdout.flush()
+
+
+def kill_group(p, grace=15):
+    """SIGTERM a child's process group (run.py and its QEMUs), then
+    SIGKILL what is left after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def run_parallel(runner, runs, jobs):
+    """Run the plan `jobs` guests at a time, each run in a child process;
+    serial tests first, one at a time."""
+    serial = [r for r in runs if r[2].get('serial')]
+    rest = [r for r in runs if not r[2].get('serial')]
+    for k, q, t in serial:
+        run_child(runner, k, q, t)
+    ex = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futs = [ex.submit(run_child, runner, k, q, t) for k, q, t in rest]
+        for f in futs:
+            f.result()
+    finally:
+        runner.stopping = True
+        ex.shutdown(wait=False, cancel_futures=True)
+        with runner.lock:
+            children = list(runner.children)
+        for p in children:
+            kill_group(p)
+
+
 def load_case_modules():
     """Import tests/cases_*.py: each registers more tests with @test.
 
@@ -969,7 +1113,7 @@ def resolve_kernels(spec):
     return out
 
 
-def plan(tests, kernels, qemus, slice_):
+def plan(tests, kernels, qemus, slice_, kdbg=None):
     """The runs, as (kernel, QEMU, test), of a slice of the matrix.
 
     full:  every test on every kernel and every QEMU; a test pinned to one
@@ -978,25 +1122,59 @@ def plan(tests, kernels, qemus, slice_):
            tests.  Core tests run on every kernel x QEMU.  The other tests
            run on the first QEMU, each on one kernel, taking turns in the
            order they are registered; pinned tests take turns likewise.
+    The debug kernel (kdbg, when among kernels) runs the debug tier
+    (t['debug']) only: on the first QEMU in check, on every QEMU in full.
+    debug_only tests run nowhere else.
     """
     runs = []
+    dbg = [k for k in kernels if k == kdbg]
+    kernels = [k for k in kernels if k != kdbg]
+    normal = [t for t in tests if not t.get('debug_only')]
     if slice_ == 'full':
         for k in kernels:
-            for t in tests:
+            for t in normal:
                 for q in ([t['qemu']] if t.get('qemu') else qemus):
                     runs.append((k, q, t))
-        return runs
-    free = [t for t in tests if not t.get('qemu')]
-    pinned = [t for t in tests if t.get('qemu')]
-    for i, k in enumerate(kernels):
-        for qi, q in enumerate(qemus):
-            for j, t in enumerate(free):
-                if t.get('core') or (qi == 0 and j % len(kernels) == i):
+    elif kernels:
+        free = [t for t in normal if not t.get('qemu')]
+        pinned = [t for t in normal if t.get('qemu')]
+        for i, k in enumerate(kernels):
+            for qi, q in enumerate(qemus):
+                for j, t in enumerate(free):
+                    if t.get('core') or (qi == 0 and
+                                         j % len(kernels) == i):
+                        runs.append((k, q, t))
+            for j, t in enumerate(pinned):
+                if j % len(kernels) == i:
+                    runs.append((k, t['qemu'], t))
+    for k in dbg:
+        for t in tests:
+            if t.get('debug') and not t.get('qemu'):
+                for q in (qemus if slice_ == 'full' else qemus[:1]):
                     runs.append((k, q, t))
-        for j, t in enumerate(pinned):
-            if j % len(kernels) == i:
-                runs.append((k, t['qemu'], t))
     return runs
+
+
+def run_one_child(args):
+    """--one KERNEL QEMU TEST: one run for a parent under --jobs; the
+    results go to --result as JSON."""
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_term)
+    k, q, name = args.one
+    runner = Runner(args)
+    try:
+        os.makedirs(runner.log_dir, exist_ok=True)
+        t = [t for t in TESTS if t['name'] == name]
+        if t:
+            runner.run_one(k, t[0], q)
+        else:
+            runner.report(False, k, name, 'no such test')
+    finally:
+        runner.close()
+        with open(args.result, 'w') as f:
+            json.dump(runner.results, f)
+    return 0
 
 
 def main():
@@ -1021,7 +1199,16 @@ def main():
     ap.add_argument('--slice', default='full', choices=('full', 'check'),
                     help='full: every test on every kernel and QEMU; '
                     'check: what make check runs (see tests/README.md)')
+    ap.add_argument('--jobs', '-j', type=int,
+                    default=int(os.environ.get('VB_JOBS') or 1),
+                    help='guests at a time (default $VB_JOBS or 1); each '
+                    'run in its own process, serial tests alone')
+    ap.add_argument('--one', nargs=3, metavar=('KERNEL', 'QEMU', 'TEST'),
+                    help=argparse.SUPPRESS)
+    ap.add_argument('--result', help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        return run_one_child(args)
 
     tests = TESTS
     if args.pattern:
@@ -1041,7 +1228,8 @@ def main():
     qemus = []
     for q in args.qemu.split(','):
         qemus += list(vmmod.QEMU_VERSIONS) if q in ('all', '') else [q]
-    runs = plan(tests, kernels, qemus, args.slice)
+    runs = plan(tests, kernels, qemus, args.slice,
+                vmmod.load_kernels_env().get('KDBG'))
     if args.list:
         # With --slice or --qemu: the runs of that plan.
         for k, q, t in runs:
@@ -1062,8 +1250,11 @@ def main():
                 runner.report(False, 'host', 'build_guest_programs',
                               'make -C tests/guest failed')
         os.makedirs(runner.log_dir, exist_ok=True)
-        for k, q, t in runs:
-            runner.run_one(k, t, q)
+        if args.jobs > 1:
+            run_parallel(runner, runs, args.jobs)
+        else:
+            for k, q, t in runs:
+                runner.run_one(k, t, q)
     except (KeyboardInterrupt, SystemExit) as e:
         runner.report(False, 'host', 'interrupted', 'run stopped (%s)'
                       % (type(e).__name__ if isinstance(e, KeyboardInterrupt)

@@ -1,0 +1,200 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Tests for the debug guest kernel only (scripts/debug-kernel.sh: KASAN,
+lockdep, kmemleak, DEBUG_VM, fault injection).  tests/run.py plans them on
+that kernel (KDBG) alone; on another kernel they skip.
+
+  kmemleak_after_rmmod  a full inflate/deflate/rmmod leaves no leak
+  probe_fail_nth        every allocation of probe fails in turn
+  fail_page_alloc_moving  inflate and deflate with 10 % of page
+                          allocations failing converge and leak nothing
+
+Every other debug-tier test (DEBUG_TIER in run.py) is a normal test that
+also runs on KDBG, where any KASAN, lockdep, UBSAN, KFENCE, ODEBUG or
+DEBUG_VM line on the console fails it (scripts/vm.py BAD_CONSOLE).
+"""
+
+import re
+import time
+
+from run import test, log, TestSkip, RAM, exact_free_kb, check_no_leak
+from vm import GiB, MiB
+
+KMEMLEAK = '/sys/kernel/debug/kmemleak'
+FAULT_DIRS = ('/sys/kernel/debug/failslab',
+              '/sys/kernel/debug/fail_page_alloc')
+BIND = '/sys/bus/virtio/drivers/vballoon'
+# errnos a failed probe may return: allocation failures, and what the
+# virtio core or the driver core turn them into.
+CLEAN_ERRNOS = {'ENOMEM', 'EIO', 'ENODEV', 'ENOENT', 'EINVAL', 'EBUSY',
+                'ENOSPC'}
+MAX_NTH = 400
+# make-it-fail on every kernel worker thread (fail_page_alloc task-filter).
+MARK_KWORKERS = ('for p in /proc/[0-9]*; do case "$(cat $p/comm 2>/dev/null)"'
+                 ' in kworker*) echo 1 > $p/make-it-fail;; esac; done '
+                 '2>/dev/null; true')
+
+
+def need_debug(ctx, v):
+    if ctx.driver != 'vballoon':
+        raise TestSkip('vballoon on the debug kernel only')
+    rc, _ = v.sh('test -e %s && test -e /proc/self/fail-nth' % KMEMLEAK)
+    if rc != 0:
+        raise TestSkip('not the debug kernel (no kmemleak or fail-nth)')
+
+
+def faults_quiet(v):
+    """Let failslab and fail_page_alloc fail any allocation (by default
+    they skip those that may sleep, and page allocations of order 0),
+    without the stack dump they print for each injected failure."""
+    for d in FAULT_DIRS:
+        v.sh_ok('echo N > %s/ignore-gfp-wait; echo 0 > %s/verbose'
+                % (d, d))
+    v.sh_ok('echo N > /sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem;'
+            ' echo 0 > /sys/kernel/debug/fail_page_alloc/min-order')
+
+
+def kmemleak_report(v):
+    """Scan twice (an object is reported once it stayed unreferenced
+    through a scan and is older than 5 s) and return the report."""
+    time.sleep(6)
+    v.sh_ok('echo scan > %s' % KMEMLEAK, 600)
+    v.sh_ok('echo scan > %s' % KMEMLEAK, 600)
+    return v.sh_ok('cat %s' % KMEMLEAK, 120).strip()
+
+
+def check_kmemleak(ctx, v, what):
+    rep = kmemleak_report(v)
+    objs = re.findall(r'unreferenced object', rep)
+    log('%s: kmemleak reports %d object(s)' % (what, len(objs)))
+    if objs:
+        log(rep[:3000])
+    ctx.check(not objs, '%s: kmemleak: expected nothing, got %d '
+              'unreferenced object(s): %s' % (what, len(objs),
+                                              ' '.join(rep.split())[:300]))
+
+
+@test('kmemleak_after_rmmod', timeout=1200, debug_only=True)
+def t_kmemleak(ctx):
+    """Debug kernel: insmod, inflate 1 GiB, deflate, inflate again and
+    rmmod while inflated: kmemleak then reports nothing (every report
+    since boot is cleared first) and free memory is back to the page."""
+    with ctx.boot() as v:
+        need_debug(ctx, v)
+        v.sh_ok('echo clear > %s' % KMEMLEAK, 300)
+        f0 = exact_free_kb(v)
+        ctx.load(v)
+        v.balloon(RAM - GiB)
+        ctx.wait_balloon(v, RAM - GiB, 300, 'inflate 1 GiB')
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 300, 'deflate')
+        v.balloon(RAM - 512 * MiB)
+        ctx.wait_balloon(v, RAM - 512 * MiB, 300, 'inflate 512 MiB')
+        ctx.unload(v)
+        check_no_leak(ctx, f0, exact_free_kb(v), 'before insmod vs after '
+                      'rmmod')
+        check_kmemleak(ctx, v, 'after rmmod')
+
+
+@test('probe_fail_nth', timeout=1800, debug_only=True)
+def t_probe_fail_nth(ctx):
+    """Debug kernel: with vballoon loaded but unbound, bind it with the
+    Nth fallible call of the bind failing, for N = 1, 2, ... until a bind
+    makes fewer than N calls.  Each try: the write fails with a clean
+    errno and the device stays unbound, or it succeeds and the device
+    works (unbound again for the next N); the console stays clean.
+    Afterwards a normal bind inflates and deflates, rmmod leaves no
+    kmemleak report and free memory is back to the page."""
+    with ctx.boot() as v:
+        need_debug(ctx, v)
+        faults_quiet(v)
+        v.sh_ok('echo clear > %s' % KMEMLEAK, 300)
+        f0 = exact_free_kb(v)
+        ctx.load(v)
+        dev = v.sysfs_dir().rsplit('/', 1)[1]
+        v.sh_ok('echo %s > %s/unbind' % (dev, BIND))
+        failed, bound, n = {}, 0, 0
+        for n in range(1, MAX_NTH + 1):
+            out = v.sh_ok('vb_failnth %d %s/bind %s' % (n, BIND, dev), 120)
+            m = re.search(r'n=(\d+) rc=(-?\d+) errno=(\S+) injected=(\d)',
+                          out)
+            ctx.require(m, 'vb_failnth %d: unexpected output %r'
+                        % (n, out.strip()[-200:]))
+            rc, err, injected = int(m.group(2)), m.group(3), m.group(4)
+            is_bound = v.sysfs_dir() is not None
+            if rc != 0:
+                failed[err] = failed.get(err, 0) + 1
+                ctx.check(err in CLEAN_ERRNOS, 'bind with call %d failing: '
+                          'expected a clean errno, got %s' % (n, err))
+                ctx.check(not is_bound, 'bind with call %d failing: '
+                          'failed with %s but the device is bound'
+                          % (n, err))
+            else:
+                bound += 1
+                ctx.check(is_bound, 'bind with call %d failing: '
+                          'succeeded but the device is not bound' % n)
+            if is_bound:
+                v.sh_ok('echo %s > %s/unbind' % (dev, BIND))
+            if injected == '0':
+                break
+        else:
+            ctx.check(False, 'bind still reached its %dth fallible call'
+                      % MAX_NTH)
+        log('bind tried with calls 1..%d failing: %d failed (%s), %d bound '
+            'anyway' % (n, sum(failed.values()),
+                        ', '.join('%s x%d' % kv for kv in failed.items()),
+                        bound))
+        ctx.check(sum(failed.values()) > 0, 'no bind ever failed: the '
+                  'fault injection did not reach probe')
+        # Probe failures print an error line naming the device; expected.
+        v.sh('dmesg -c >/dev/null')
+        v.sh_ok('echo %s > %s/bind' % (dev, BIND))
+        ctx.require(v.sysfs_dir() is not None, 'a normal bind after the '
+                    'loop: device not bound')
+        v.balloon(RAM - 512 * MiB)
+        ctx.wait_balloon(v, RAM - 512 * MiB, 300, 'inflate after the loop')
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 300, 'deflate after the loop')
+        ctx.unload(v)
+        check_no_leak(ctx, f0, exact_free_kb(v), 'before insmod vs after '
+                      'the loop and rmmod')
+        check_kmemleak(ctx, v, 'after the loop and rmmod')
+
+
+@test('fail_page_alloc_moving', timeout=1800, debug_only=True)
+def t_fail_page_alloc(ctx):
+    """Debug kernel: 10 % of the page allocations of kernel workers (the
+    balloon's worker among them) fail (fail_page_alloc with task-filter
+    and make-it-fail) while the balloon inflates to 1 GiB, deflates and
+    inflates again: it converges to each target, actual and current_kb
+    agree with what the host shows, and after rmmod free memory is back
+    to the page and kmemleak reports nothing."""
+    with ctx.boot() as v:
+        need_debug(ctx, v)
+        faults_quiet(v)
+        v.sh_ok('echo clear > %s' % KMEMLEAK, 300)
+        f0 = exact_free_kb(v)
+        ctx.load(v)
+        d = '/sys/kernel/debug/fail_page_alloc'
+        # Only kernel workers (the balloon's worker among them) see the
+        # failures: a guest shell whose forks fail could not be driven.
+        v.sh_ok('echo Y > %s/task-filter; echo 10 > %s/probability; '
+                'echo -1 > %s/times' % (d, d, d))
+        try:
+            for target in (RAM - GiB, RAM - 256 * MiB, RAM - GiB):
+                v.sh(MARK_KWORKERS)
+                v.balloon(target)
+                ctx.wait_balloon(v, target, 600, 'balloon to %d MiB with '
+                                 '10 %% of page allocations failing'
+                                 % ((RAM - target) // MiB))
+                cur = ctx.attr(v, 'current_kb')
+                ctx.check(cur * 1024 == RAM - v.query_balloon(),
+                          'current_kb %d KiB vs query-balloon %d MiB'
+                          % (cur, v.query_balloon() // MiB))
+        finally:
+            v.sh('echo 0 > %s/probability' % d)
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 300, 'deflate')
+        ctx.unload(v)
+        check_no_leak(ctx, f0, exact_free_kb(v), 'before insmod vs after '
+                      'rmmod')
+        check_kmemleak(ctx, v, 'after rmmod')
