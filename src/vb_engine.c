@@ -612,10 +612,19 @@ void vb_work_fn(struct work_struct *work)
 					min(target - held, VB_WORK_BATCH),
 					&short_alloc, true);
 			if (short_alloc) {
-				/* The guest has nothing to spare now. */
-				vb->alloc_backoff = clamp(vb->alloc_backoff * 2,
-							  VB_BACKOFF_MIN,
-							  VB_BACKOFF_MAX);
+				/*
+				 * The guest has nothing to spare now.  Back off
+				 * harder each time a run takes nothing; a run
+				 * that took pages before an allocation failed
+				 * tries again soon.
+				 */
+				if (moved)
+					vb->alloc_backoff = VB_BACKOFF_MIN;
+				else
+					vb->alloc_backoff =
+						clamp(vb->alloc_backoff * 2,
+						      VB_BACKOFF_MIN,
+						      VB_BACKOFF_MAX);
 				again = vb->alloc_backoff;
 				break;
 			}
