@@ -37,7 +37,7 @@ recipe=2
 log() { printf 'debug-kernel: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-tarball=$(ls /usr/src/linux-source-6.1.tar.* 2>/dev/null | head -n1)
+tarball=$(find /usr/src -maxdepth 1 -name 'linux-source-6.1.tar.*' | head -n1)
 [ -n "$tarball" ] || die "no /usr/src/linux-source-6.1.tar.* (run scripts/deps.sh)"
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
 for t in flex bison bc gcc make; do
@@ -94,7 +94,7 @@ run make -s -C "$src" O="$obj" olddefconfig
 miss=$(grep -E '^CONFIG_[A-Z0-9_]+=' "$frag" | while IFS= read -r l; do
 	grep -qxF "$l" "$obj/.config" || echo "$l"
 done)
-[ -z "$miss" ] || die "config symbols lost by olddefconfig: $(echo $miss)"
+[ -z "$miss" ] || die "config symbols lost by olddefconfig: ${miss//$'\n'/ }"
 
 log "building with make -j$jobs (nice $nice)"
 run make -s -C "$src" O="$obj" -j"$jobs" bzImage modules >"$base/build.log" 2>&1 ||

@@ -86,6 +86,7 @@ for k in "${kernels[@]}"; do
 		in_env=(scripts/trixie-root.sh run)
 		name="$name (trixie root)"
 	fi
+	# shellcheck disable=SC2016
 	if ! "${in_env[@]}" sh -c 'command -v "$1"' sh "${checker%% *}" >/dev/null; then
 		echo "C checker '$checker' is not installed" >"$short"
 		report "$name" 1 "$short"
