@@ -73,26 +73,42 @@ def check_kmemleak(ctx, v, what):
                                               ' '.join(rep.split())[:300]))
 
 
+def start(ctx, v, faults=False):
+    """Skip unless on the debug kernel; with faults, set fault injection
+    up (faults_quiet); forget what kmemleak found so far, measure free
+    memory, insmod.  Returns the free memory measured."""
+    need_debug(ctx, v)
+    if faults:
+        faults_quiet(v)
+    v.sh_ok('echo clear > %s' % KMEMLEAK, 300)
+    f0 = exact_free_kb(v)
+    ctx.load(v)
+    return f0
+
+
+def unload_no_leak(ctx, v, f0, what):
+    """rmmod, then free memory as before insmod (f0) and no kmemleak
+    report."""
+    ctx.unload(v)
+    check_no_leak(ctx, f0, exact_free_kb(v), 'before insmod vs after '
+                  + what)
+    check_kmemleak(ctx, v, 'after ' + what)
+
+
 @test('kmemleak_after_rmmod', timeout=1200, debug_only=True)
 def t_kmemleak(ctx):
     """Debug kernel: insmod, inflate 1 GiB, deflate, inflate again and
     rmmod while inflated: kmemleak then reports nothing (every report
     since boot is cleared first) and free memory is back to the page."""
     with ctx.boot() as v:
-        need_debug(ctx, v)
-        v.sh_ok('echo clear > %s' % KMEMLEAK, 300)
-        f0 = exact_free_kb(v)
-        ctx.load(v)
+        f0 = start(ctx, v)
         v.balloon(RAM - GiB)
         ctx.wait_balloon(v, RAM - GiB, 300, 'inflate 1 GiB')
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 300, 'deflate')
         v.balloon(RAM - 512 * MiB)
         ctx.wait_balloon(v, RAM - 512 * MiB, 300, 'inflate 512 MiB')
-        ctx.unload(v)
-        check_no_leak(ctx, f0, exact_free_kb(v), 'before insmod vs after '
-                      'rmmod')
-        check_kmemleak(ctx, v, 'after rmmod')
+        unload_no_leak(ctx, v, f0, 'rmmod')
 
 
 @test('probe_fail_nth', timeout=1800, debug_only=True)
@@ -111,11 +127,7 @@ def t_probe_fail_nth(ctx):
     ctx.expect_console(r'vballoon virtio\d+: device_add_groups\(\) '
                        r'failed$')
     with ctx.boot() as v:
-        need_debug(ctx, v)
-        faults_quiet(v)
-        v.sh_ok('echo clear > %s' % KMEMLEAK, 300)
-        f0 = exact_free_kb(v)
-        ctx.load(v)
+        f0 = start(ctx, v, faults=True)
         dev = v.sysfs_dir().rsplit('/', 1)[1]
         v.sh_ok('echo %s > %s/unbind' % (dev, BIND))
         failed, bound, n = {}, 0, 0
@@ -160,10 +172,7 @@ def t_probe_fail_nth(ctx):
         ctx.wait_balloon(v, RAM - 512 * MiB, 300, 'inflate after the loop')
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 300, 'deflate after the loop')
-        ctx.unload(v)
-        check_no_leak(ctx, f0, exact_free_kb(v), 'before insmod vs after '
-                      'the loop and rmmod')
-        check_kmemleak(ctx, v, 'after the loop and rmmod')
+        unload_no_leak(ctx, v, f0, 'the loop and rmmod')
 
 
 @test('fail_page_alloc_moving', timeout=1800, debug_only=True)
@@ -175,11 +184,7 @@ def t_fail_page_alloc(ctx):
     agree with what the host shows, and after rmmod free memory is back
     to the page and kmemleak reports nothing."""
     with ctx.boot() as v:
-        need_debug(ctx, v)
-        faults_quiet(v)
-        v.sh_ok('echo clear > %s' % KMEMLEAK, 300)
-        f0 = exact_free_kb(v)
-        ctx.load(v)
+        f0 = start(ctx, v, faults=True)
         d = '/sys/kernel/debug/fail_page_alloc'
         # Only kernel workers (the balloon's worker among them) see the
         # failures: a guest shell whose forks fail could not be driven.
@@ -200,7 +205,4 @@ def t_fail_page_alloc(ctx):
             v.sh('echo 0 > %s/probability' % d)
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 300, 'deflate')
-        ctx.unload(v)
-        check_no_leak(ctx, f0, exact_free_kb(v), 'before insmod vs after '
-                      'rmmod')
-        check_kmemleak(ctx, v, 'after rmmod')
+        unload_no_leak(ctx, v, f0, 'rmmod')
