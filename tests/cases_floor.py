@@ -55,8 +55,20 @@ def views(ctx, v):
     return q, cur, held
 
 
-def check_views(ctx, v, what):
-    q, cur, held = views(ctx, v)
+def check_views(ctx, v, what, tries=20):
+    """The three views agree.  They are read one after the other while
+    the floor may still move the balloon by a chunk or two (it rechecks
+    once a second), so a disagreement is read again, every 0.5 s for up
+    to 10 s; one that lasts fails."""
+    for i in range(tries):
+        q, cur, held = views(ctx, v)
+        if q == cur == held:
+            break
+        time.sleep(0.5)
+    if i:
+        log('%s: the views agreed after %d reads' % (what, i + 1)
+            if q == cur == held else
+            '%s: the views disagreed for %d reads' % (what, i + 1))
     ctx.check(q == cur == held, '%s: expected query-balloon, current_kb and '
               'debugfs held_pages to agree, got %d / %s / %d KiB'
               % (what, q, cur, held))
