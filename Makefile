@@ -17,15 +17,20 @@
 #   make k73             build for Debian's Linux 7.3 in a trixie root
 #                        (scripts/trixie-root.sh; `make k73 C=2` with sparse)
 #   make deps-k73        make the trixie root and unpack the 7.3 guest kernel
+#   make deb             build/deb/vballoon-dkms_<version>_all.deb (debian/,
+#                        dh-dkms) and run lintian on it
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
 KREL := $(shell sed -n 's/^#define UTS_RELEASE "\(.*\)"/\1/p' $(KDIR)/include/generated/utsrelease.h 2>/dev/null)
 TOP := $(CURDIR)
 OUT := $(TOP)/build/$(KREL)
 VB_CACHE ?= /var/cache/vballoon
-SOURCES := Kbuild $(wildcard src/*.c include/*.h)
+SOURCES := Kbuild VERSION $(wildcard src/*.c include/*.h)
+# The one place the version lives: MODULE_VERSION, dkms.conf and the
+# Debian package (debian/rules checks debian/changelog against it) read it.
+VERSION := $(shell cat $(TOP)/VERSION)
 
-.PHONY: all modules lint check check-full run bench clean deps guest k73 K73 deps-k73
+.PHONY: all modules lint check check-full run bench clean deps guest k73 K73 deps-k73 deb
 
 all: modules
 
@@ -38,6 +43,7 @@ $(OUT)/vballoon.ko: $(SOURCES) scripts/probe-api.sh
 	@cp -p src/*.c $(OUT)/src/
 	@cp -p include/*.h $(OUT)/include/
 	@scripts/probe-api.sh $(KDIR) $(OUT)/gen/vb_autoconf.h
+	@printf '#define VB_VERSION "%s"\n' "$(VERSION)" >$(OUT)/gen/vb_version.h
 	$(MAKE) -C $(KDIR) M=$(OUT) W=1 $(if $(C),C=$(C)) modules
 
 deps:
@@ -65,6 +71,9 @@ check-full:
 
 run:
 	bash scripts/run.sh
+
+deb:
+	bash scripts/deb.sh
 
 bench:
 	bash scripts/bench.sh $(BENCH_ARGS)

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# Sourced by scripts/deps.sh and scripts/trixie-root.sh.
+# Sourced by scripts/deps.sh and scripts/chroot-lib.sh.
 #
 # debian_uri: print the URI of the Debian archive this machine's apt sources
 # use for bookworm (one-line sources.list entries or deb822 .sources

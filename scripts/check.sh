@@ -3,6 +3,7 @@
 #
 # Body of `make check`: install what is missing (the trixie root for
 # Linux 7.3 included), build the module for the three test kernels, lint,
+# build and test the Debian package,
 # build the guest programs and run the guest test suite on them; build the
 # debug kernel (KASAN, lockdep, kmemleak, fault injection) meanwhile and
 # run the debug tier on it last.  Every
@@ -69,6 +70,12 @@ if [ "$VB_DEBUG" = 1 ]; then
 	VB_DEBUG_NICE=19 bash scripts/debug-kernel.sh >"$debug_log" 2>&1 &
 	debug_pid=$!
 fi
+# The bookworm root for the Debian package test (debootstrap and two
+# kernels' headers, about 3 minutes when missing) is made meanwhile too;
+# tests/deb_test.sh waits for it (scripts/bookworm-root.sh holds a lock).
+bw_log=$logdir/bookworm-root.log
+nice -n 19 bash scripts/bookworm-root.sh setup >"$bw_log" 2>&1 &
+
 wait_debug_kernel() {
 	local rc=0
 	wait "$debug_pid" || rc=$?
@@ -132,6 +139,8 @@ if [ "$VB_K73" = 1 ]; then
 	item "dkms add/build/install (7.3, in the trixie root)" \
 		scripts/trixie-root.sh run bash tests/dkms_test.sh "$K73"
 fi
+item "Debian package: make deb, lintian, install/remove in a bookworm root, boot its 6.1 module" \
+	bash tests/deb_test.sh
 item "libvirt setmem/dommemstat (both kernels)" python3 tests/libvirt_test.py --no-build
 
 # A smoke run of the benchmark (no timing assertions: it fails only when

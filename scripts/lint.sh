@@ -99,6 +99,8 @@ for k in "${kernels[@]}"; do
 	cp -p include/*.h "$out/include/"
 	"${in_env[@]}" scripts/probe-api.sh "/usr/src/linux-headers-$k" \
 		"$PWD/$out/gen/vb_autoconf.h"
+	# As the Makefile does: the version, from VERSION.
+	printf '#define VB_VERSION "%s"\n' "$(cat VERSION)" >"$out/gen/vb_version.h"
 	# The canary: one warning only sparse gives (an undeclared global) and
 	# one only W=1 gives (an unused static const).
 	cat >"$out/vb_lint_canary.c" <<-'EOF'

@@ -6,7 +6,9 @@
 # Build a small busybox initramfs (cpio newc, gzip) for testing vballoon in
 # a QEMU guest running kernel KVER (unpacked under $VB_CACHE/kernel/KVER).
 #
-#   DRIVER  vballoon  - build/KVER/vballoon.ko from this repository
+#   DRIVER  vballoon  - build/KVER/vballoon.ko from this repository ($VB_KO
+#                       instead when set: tests/deb_test.sh boots the
+#                       module DKMS built from the Debian package)
 #           inkernel  - the distribution's virtio_balloon module
 #           none      - no balloon driver at all
 #   extra-module      - further modules of KVER (e.g. virtio_blk ext4); their
@@ -113,7 +115,7 @@ done
 
 case $driver in
 vballoon)
-	ko=$root/build/$kver/vballoon.ko
+	ko=${VB_KO:-$root/build/$kver/vballoon.ko}
 	[ -f "$ko" ] || die "$ko not built (make KDIR=/usr/src/linux-headers-$kver)"
 	for d in $(modinfo -F depends "$ko" | tr ',' ' '); do
 		resolve "$d" "$r/etc/vb/balloon.list"

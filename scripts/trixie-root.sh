@@ -46,54 +46,17 @@ die() { log "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, chroot)"
 
-# debian_uri: the URI of the machine's Debian archive (its bookworm source).
-# shellcheck source=scripts/apt-uri.sh
-. "$(dirname "$0")/apt-uri.sh"
-
-# in_root DIR CMD...: run CMD chrooted in DIR with /dev, /proc and this
-# checkout mounted, in a mount namespace of its own.
-in_root() {
-	local dir=$1
-	shift
-	mkdir -p "$dir$top"
-	# shellcheck disable=SC2016
-	unshare --mount --propagation private -- sh -euc '
-		dir=$1 top=$2
-		shift 2
-		mount --rbind /dev "$dir/dev"
-		mount -t proc proc "$dir/proc"
-		mount --bind "$top" "$dir$top"
-		exec chroot "$dir" env -i \
-			PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-			HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
-			sh -c "cd \"\$0\" && exec \"\$@\"" "$top" "$@"
-	' vb-chroot "$dir" "$top" "$@"
-}
+# in_root, bootstrap (and debian_uri, for the forky source below).
+# shellcheck source=scripts/chroot-lib.sh
+. "$top/scripts/chroot-lib.sh"
 
 root_ok() {
 	[ -f "$root/.vb-stamp" ] && [ "$(cat "$root/.vb-stamp")" = "$stamp" ]
 }
 
 make_root() {
-	local uri tmp t0=$SECONDS
-	uri=$(debian_uri | head -n1)
-	[ -n "$uri" ] || die "no bookworm apt source to take the archive URI from"
-	command -v debootstrap >/dev/null || {
-		log "installing debootstrap"
-		apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-	}
-	tmp=$root.tmp
-	rm -rf "$tmp"
-	log "debootstrap trixie from $uri into $tmp"
-	debootstrap --variant=minbase --include="$(IFS=,; echo "${root_pkgs[*]}")" \
-		--keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
-		trixie "$tmp" "$uri" >"$VB_CACHE/trixie-root.log" 2>&1 ||
-		die "debootstrap failed, see $VB_CACHE/trixie-root.log"
-	printf 'deb %s trixie main\ndeb %s trixie-backports main\n' "$uri" "$uri" \
-		>"$tmp/etc/apt/sources.list"
-	cp /etc/resolv.conf "$tmp/etc/resolv.conf"
-	printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d"
-	chmod 755 "$tmp/usr/sbin/policy-rc.d"
+	local tmp=$root.tmp t0=$SECONDS
+	bootstrap "$tmp" trixie "$VB_CACHE/trixie-root.log" "${root_pkgs[@]}"
 	log "installing linux-headers-$rel from trixie-backports"
 	in_root "$tmp" sh -c "apt-get update -qq && apt-get install -y -qq \
 		--no-install-recommends -t trixie-backports linux-headers-$rel" \

@@ -18,6 +18,7 @@
 #include <linux/virtio_config.h>
 
 #include "vballoon.h"
+#include "vb_version.h"
 
 /*
  * The features this driver accepts.  The virtio core negotiates only what
@@ -468,3 +469,4 @@ module_exit(vb_exit);
 
 MODULE_DESCRIPTION("Virtio balloon driver: fast, host-hugepage friendly, pressure aware");
 MODULE_LICENSE("GPL");
+MODULE_VERSION(VB_VERSION);

@@ -21,31 +21,11 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 VB_CACHE=${VB_CACHE:-/var/cache/vballoon}
 MOD=vballoon
-VER=1.0
+VER=$(cat "$root/VERSION")
 STEP_TIMEOUT=${DKMS_STEP_TIMEOUT:-300}
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-not_ok() {
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n - $1"
-	shift
-	# Diagnostics (TAP comments): the tail of whatever output we were given.
-	[ $# -gt 0 ] && printf '%s\n' "$@" | tail -n 25 | sed 's/^/#   /'
-	return 0
-}
-check() { # check NAME CMD... : run CMD, ok/not ok with its output on failure
-	local name=$1 out
-	shift
-	if out=$("$@" 2>&1); then
-		ok "$name"
-		return 0
-	fi
-	not_ok "$name" "$out"
-	return 1
-}
+# shellcheck source=tests/tap.sh
+. "$root/tests/tap.sh"
 
 if ! command -v dkms >/dev/null; then
 	echo "1..1"
@@ -91,7 +71,7 @@ before=$(real_state)
 
 # The tracked files a build needs (the working tree's content of them).
 files() {
-	local paths=(Makefile Kbuild dkms.conf src include scripts LICENSE)
+	local paths=(Makefile Kbuild VERSION dkms.conf src include scripts LICENSE)
 	if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
 		git -C "$root" ls-files -- "${paths[@]}"
 	else
@@ -151,10 +131,16 @@ for k in "${kernels[@]}"; do
 	# modinfo reads .ko.xz/.ko.gz too, should DKMS compress.
 	name=$(modinfo -F name "$ko" 2>&1)
 	vermagic=$(modinfo -F vermagic "$ko" 2>&1)
+	version=$(modinfo -F version "$ko" 2>&1)
 	if [ "$name" = "$MOD" ]; then
 		ok "dkms $k modinfo name $name"
 	else
 		not_ok "dkms $k modinfo name" "name: $name"
+	fi
+	if [ "$version" = "$VER" ]; then
+		ok "dkms $k modinfo version $version"
+	else
+		not_ok "dkms $k modinfo version" "version: $version" "expected: $VER (VERSION)"
 	fi
 	if [ "${vermagic%% *}" = "$k" ]; then
 		ok "dkms $k modinfo vermagic ${vermagic%% *}"

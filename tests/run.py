@@ -986,7 +986,9 @@ class Runner:
         os.environ['VB_QEMU'] = qemu
         label = kernel if qemu == '7.2' else '%s q%s' % (kernel, qemu)
         if self.driver == 'vballoon':
-            ko = os.path.join(ROOT, 'build', kernel, 'vballoon.ko')
+            # $VB_KO: another build of it (scripts/mkinitramfs.sh).
+            ko = os.environ.get('VB_KO') or os.path.join(
+                ROOT, 'build', kernel, 'vballoon.ko')
             if not os.path.exists(ko):
                 self.report(False, label, name, 'vballoon.ko not built '
                             '(%s)' % ko)
