@@ -10,7 +10,7 @@
 #   make lint            W=1, sparse (C=2) and checkpatch --strict, both test kernels
 #   make check           everything the CI runs (installs what is missing)
 #   make check-full      the whole matrix: every test on every kernel and
-#                        QEMU (about 2 hours on 2 cores)
+#                        QEMU (about 3 hours on 2 cores)
 #   make run             boot a guest and show the balloon working
 #                        (KVER=K612 or KVER=K73 make run: another kernel)
 #   make bench           compare with the in-tree virtio_balloon
