@@ -25,6 +25,7 @@ PROGRAM_MIB = 1200            # what the pressure program maps and touches
 # Counters worth logging after pressure.
 POLICY_KEYS = ('held_pages', 'pressure_events', 'pressure_pages',
                'pressure_yields', 'reinflated_pages', 'holdoff_doublings',
+               'floor_deflations', 'floor_deflated_pages',
                'pressure_debt_pages', 'holdoff_ms', 'holdoff_remaining_ms')
 
 
@@ -173,10 +174,18 @@ def t_pressure_no_oscillation(ctx):
                (s1['pressure_pages'] - s0['pressure_pages']) * PAGE // MiB,
                (s1.get('reinflated_pages', 0) -
                 s0.get('reinflated_pages', 0)) * PAGE // MiB))
-        ctx.check(s1['pressure_pages'] > s0['pressure_pages'],
-                  'expected the shrinker to give pages back (the program '
-                  'needs more than the guest has), pressure_pages stayed '
-                  '%d' % s1['pressure_pages'])
+        # The shrinker or the floor gives back, whichever sees the shortage
+        # first: on the debug kernel (KASAN's shadow makes MemTotal ~290
+        # MiB smaller) the floor's poll often does.  Either way the host
+        # must see the balloon shrink.
+        gave = sum(s1.get(k, 0) - s0.get(k, 0)
+                   for k in ('pressure_pages', 'floor_deflated_pages'))
+        ctx.check(gave > 0, 'expected the shrinker or the floor to give '
+                  'pages back (the program needs more than the guest has), '
+                  'pressure_pages and floor_deflated_pages did not move')
+        ctx.check(high > v.expected_actual(TARGET),
+                  'expected the host to see the balloon give pages back, '
+                  'query-balloon never went above %d MiB' % (TARGET // MiB))
         if back is None:
             ctx.fail('after the program: expected query-balloon back at %d '
                      'MiB within 10 s, still not there after 60 s (values '
