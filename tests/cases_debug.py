@@ -7,6 +7,8 @@ that kernel (KDBG) alone; on another kernel they skip.
   probe_fail_nth        every allocation of probe fails in turn
   fail_page_alloc_moving  inflate and deflate with 10 % of page
                           allocations failing converge and leak nothing
+  failslab_stats_reporting  statistics and free page reporting carry on
+                          after slab allocations failed beneath them
 
 Every other debug-tier test (DEBUG_TIER in run.py) is a normal test that
 also runs on KDBG, where any KASAN, lockdep, UBSAN, KFENCE, ODEBUG or
@@ -16,7 +18,8 @@ DEBUG_VM line on the console fails it (scripts/vm.py BAD_CONSOLE).
 import re
 import time
 
-from run import test, log, TestSkip, RAM, exact_free_kb, check_no_leak
+from run import (test, log, TestSkip, TestFail, RAM, exact_free_kb,
+                 check_no_leak)
 from vm import GiB, MiB
 
 KMEMLEAK = '/sys/kernel/debug/kmemleak'
@@ -206,3 +209,93 @@ def t_fail_page_alloc(ctx):
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 300, 'deflate')
         unload_no_leak(ctx, v, f0, 'rmmod')
+
+
+def hold_mib(v, mib):
+    """Start vb_touch holding `mib` MiB in the background (it touches them
+    and sleeps); return once it has touched them all."""
+    v.sh_ok('vb_touch -m %d -s -1 >/tmp/hold.log 2>&1 & echo $! >/tmp/hold.pid'
+            % mib)
+    deadline = time.monotonic() + 300
+    while 'ok 1' not in v.sh_ok('cat /tmp/hold.log'):
+        if time.monotonic() > deadline:
+            raise TestFail('vb_touch %d MiB: no "ok 1" within 300 s' % mib)
+        time.sleep(1)
+
+
+def release(v):
+    v.sh_ok('kill $(cat /tmp/hold.pid); '
+            'while kill -0 $(cat /tmp/hold.pid) 2>/dev/null; do sleep 0.1; '
+            'done')
+
+
+def free_stat(v):
+    """stat-free-memory of the first statistics the host gets after this
+    call (newer than the newest it has now)."""
+    g = v.qmp('qom-get', path=v.balloon_qom_path(), property='guest-stats')
+    g = v.guest_stats(prev_update=g.get('last-update', 0), timeout=60)
+    return g['stats'].get('stat-free-memory', -1)
+
+
+@test('failslab_stats_reporting', timeout=1800, debug_only=True)
+def t_failslab_stats_reporting(ctx):
+    """Debug kernel, free-page-reporting=on, statistics every second: for
+    30 s, 10 % of the slab allocations of kernel workers (statistics and
+    free page reporting run in workers) fail (failslab with task-filter
+    and make-it-fail) while the guest touches and frees 512 MiB over and
+    over.  Afterwards the host keeps getting fresh statistics that follow
+    the guest (free memory falls by >= 400 MiB while it holds 512 MiB),
+    reporting still gives freed memory back (QEMU RSS falls by >= 400 MiB
+    within 30 s of the guest freeing 512 MiB), and after rmmod kmemleak
+    reports nothing and free memory is back to the page."""
+    with ctx.boot(balloon_opts='free-page-reporting=on') as v:
+        f0 = start(ctx, v, faults=True)
+        v.qmp('qom-set', path=v.balloon_qom_path(),
+              property='guest-stats-polling-interval', value=1)
+        free0 = free_stat(v)
+        d = '/sys/kernel/debug/failslab'
+        v.sh_ok('echo Y > %s/task-filter; echo 10 > %s/probability; '
+                'echo -1 > %s/times' % (d, d, d))
+        rounds, t0 = 0, time.monotonic()
+        try:
+            while time.monotonic() - t0 < 30:
+                v.sh(MARK_KWORKERS)
+                ctx.touch(v, 512)
+                rounds += 1
+        finally:
+            v.sh('echo 0 > %s/probability' % d)
+        log('30 s of failslab (10 %% of kernel workers\' slab allocations) '
+            'while touching and freeing 512 MiB %d times' % rounds)
+
+        # Statistics: fresh ones keep coming and follow the guest.
+        free1 = free_stat(v)
+        hold_mib(v, 512)
+        rss_held = v.rss_kib()
+        free2 = free_stat(v)
+        log('stat-free-memory: %d MiB at the start, %d MiB after the faults,'
+            ' %d MiB holding 512 MiB' % (free0 // MiB, free1 // MiB,
+                                         free2 // MiB))
+        ctx.check(free1 - free2 >= 400 * MiB, 'statistics after failslab: '
+                  'expected stat-free-memory to fall by >= 400 MiB while the '
+                  'guest holds 512 MiB, got %d -> %d MiB'
+                  % (free1 // MiB, free2 // MiB))
+
+        # Reporting: what the guest frees goes back to the host.
+        release(v)
+        t1, rss = time.monotonic(), rss_held
+        while time.monotonic() - t1 < 30:
+            rss = v.rss_kib()
+            if rss_held - rss >= 400 * 1024:
+                break
+            time.sleep(1)
+        log('QEMU RSS %d MiB holding 512 MiB, %d MiB %.1f s after freeing '
+            'it' % (rss_held // 1024, rss // 1024, time.monotonic() - t1))
+        ctx.check(rss_held - rss >= 400 * 1024, 'free page reporting after '
+                  'failslab: expected QEMU RSS to fall by >= 400 MiB within '
+                  '30 s of the guest freeing 512 MiB, got %d -> %d MiB'
+                  % (rss_held // 1024, rss // 1024))
+        free3 = free_stat(v)
+        ctx.check(free3 - free2 >= 400 * MiB, 'statistics after freeing: '
+                  'expected stat-free-memory to rise by >= 400 MiB, got '
+                  '%d -> %d MiB' % (free2 // MiB, free3 // MiB))
+        unload_no_leak(ctx, v, f0, 'failslab and rmmod')

@@ -91,6 +91,7 @@ TESTS = []
 DEBUG_TIER = {
     'rmmod_inflated', 'insmod_rmmod_cycles', 'device_del',
     'rmmod_during_inflate', 'target_changes_in_flight', 'suspend_resume',
+    'suspend_during_inflate', 'device_del_inflating',
     'pressure_no_oscillation', 'pressure_doom_off', 'pressure_pagecache',
     'pressure_during_inflate', 'deflate_on_oom', 'sysfs_abi', 'sysfs_knobs',
     'flapping_target', 'host_stats', 'stats_vs_meminfo',
@@ -105,7 +106,7 @@ DEBUG_TIER = {
 # The part of the debug tier make check runs (one or two per kind, and
 # the debug-only tests); make check-full runs all of DEBUG_TIER.
 DEBUG_CHECK = {
-    'rmmod_during_inflate', 'suspend_resume', 'device_del',
+    'rmmod_during_inflate', 'suspend_during_inflate', 'device_del_inflating',
     'transport_pci_modern', 'pressure_no_oscillation', 'sysfs_abi',
     'flapping_target', 'stats_under_pressure', 'broken_device_stops_worker',
 }
