@@ -11,6 +11,7 @@
  *   vb_stats.c   statistics for the host (stats queue), counters, debugfs
  *   vb_report.c  free page reporting
  *   vb_hint.c    free page hinting: the command handshake
+ *   vb_mm.c      PageOffline, memory offlining, the OOM notifier
  */
 #ifndef _VBALLOON_H
 #define _VBALLOON_H
@@ -94,6 +95,10 @@ struct vb_counters {
 	u64 floor_stops;
 	u64 floor_deflations;
 	u64 floor_deflated_pages;
+	u64 offline_evictions;
+	u64 offline_evicted_pages;
+	u64 oom_deflations;
+	u64 oom_pages;
 	u64 inflate_ns;
 	u64 deflate_ns;
 };
@@ -188,6 +193,8 @@ struct vballoon {
 	struct vb_req *preq;
 	bool vqs_ready;
 	struct shrinker *shrinker;
+	struct notifier_block oom_nb;		/* with DEFLATE_ON_OOM */
+	struct notifier_block memory_nb;	/* memory going offline */
 
 	/*
 	 * lock guards the balloon itself: the page lists, nr_held, the
@@ -263,6 +270,10 @@ void vb_engine_drain(struct vballoon *vb);
 void vb_engine_release(struct vballoon *vb);
 unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want);
 unsigned long vb_pressure_reap(struct vballoon *vb);
+bool vb_engine_quiesce(struct vballoon *vb);
+unsigned long vb_engine_deflate_from(struct vballoon *vb, unsigned long want,
+				     struct list_head *chunks,
+				     struct list_head *pages);
 void vb_update_actual(struct vballoon *vb, bool force);
 
 /* vb_policy.c */
@@ -275,8 +286,15 @@ void vb_policy_collect(struct vballoon *vb);
 bool vb_policy_may_take(struct vballoon *vb, unsigned long pages,
 			unsigned int order);
 void vb_policy_inflated(struct vballoon *vb, unsigned long pages);
+void vb_policy_pressure(struct vballoon *vb, unsigned long pages);
 int vb_pressure_register(struct vballoon *vb);
 void vb_pressure_unregister(struct vballoon *vb);
+
+/* vb_mm.c */
+void vb_page_offline(struct page *page, unsigned int order);
+void vb_page_free(struct page *page, unsigned int order);
+int vb_mm_register(struct vballoon *vb);
+void vb_mm_unregister(struct vballoon *vb);
 
 /* vb_hint.c */
 void vb_hint_vq_done(struct virtqueue *vq);

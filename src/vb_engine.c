@@ -130,6 +130,9 @@ static bool vb_req_add(struct vballoon *vb, struct vb_req *req,
 		return false;
 	for (i = 0; i < n; i++)
 		req->pfns[req->nr_pfns++] = cpu_to_virtio32(vb->vdev, pfn + i);
+	/* From here on the host may discard it. */
+	if (req->inflate)
+		vb_page_offline(page, order);
 	list_add_tail(&page->lru, &req->pages);
 	req->nr_pages += 1U << order;
 	return true;
@@ -184,37 +187,39 @@ out:
 }
 
 /*
- * Take up to @want pages out of the balloon lists into an empty deflate
- * request.  Whole chunks go first (they give the guest back huge pages);
- * a chunk is split only when fewer pages than a chunk are wanted.  The
- * pages stay counted in nr_held until the host acknowledges.
+ * Take up to @want pages out of @chunks and @pages (the balloon's lists,
+ * or pages a caller took off them) into an empty deflate request.  Whole
+ * chunks go first (they give the guest back huge pages); a chunk is split
+ * only when fewer pages than a chunk are wanted.  The pages stay counted
+ * in nr_held until the host acknowledges.
  */
 static void vb_fill_deflate(struct vballoon *vb, struct vb_req *req,
-			    unsigned long want)
+			    unsigned long want, struct list_head *chunks,
+			    struct list_head *pages)
 {
 	unsigned long room = min_t(unsigned long, want,
 				   VB_PFNS_PER_REQ / VB_PFNS_PER_PAGE);
 	struct page *page, *next;
 
 	spin_lock(&vb->lock);
-	if (room == VB_CHUNK_PAGES && !list_empty(&vb->chunks)) {
-		page = list_first_entry(&vb->chunks, struct page, lru);
+	if (room == VB_CHUNK_PAGES && !list_empty(chunks)) {
+		page = list_first_entry(chunks, struct page, lru);
 		list_del(&page->lru);
 		vb_req_add(vb, req, page, VB_CHUNK_ORDER);
 		req->chunk = true;
 		goto out;
 	}
 	while (req->nr_pages < room) {
-		if (list_empty(&vb->pages)) {
-			if (list_empty(&vb->chunks))
+		if (list_empty(pages)) {
+			if (list_empty(chunks))
 				break;
-			page = list_first_entry(&vb->chunks, struct page, lru);
+			page = list_first_entry(chunks, struct page, lru);
 			list_del(&page->lru);
 			split_page(page, VB_CHUNK_ORDER);
 			for (next = page; next < page + VB_CHUNK_PAGES; next++)
-				list_add_tail(&next->lru, &vb->pages);
+				list_add_tail(&next->lru, pages);
 		}
-		page = list_first_entry(&vb->pages, struct page, lru);
+		page = list_first_entry(pages, struct page, lru);
 		list_del(&page->lru);
 		vb_req_add(vb, req, page, 0);
 	}
@@ -363,7 +368,7 @@ static unsigned long vb_complete(struct vballoon *vb, struct vb_req *req)
 			list_del(&page->lru);
 			if (vb->adjust_managed)
 				adjust_managed_page_count(page, 1L << order);
-			__free_pages(page, order);
+			vb_page_free(page, order);
 		}
 	}
 	vb_req_reset(req, req->inflate);
@@ -389,7 +394,7 @@ static void vb_abandon(struct vballoon *vb, struct vb_req *req)
 		list_del(&page->lru);
 		if (!req->inflate && vb->adjust_managed)
 			adjust_managed_page_count(page, 1L << order);
-		__free_pages(page, order);
+		vb_page_free(page, order);
 	}
 	vb_req_reset(req, req->inflate);
 	req->elems = 0;
@@ -404,7 +409,7 @@ static void vb_unfill(struct vballoon *vb, struct vb_req *req)
 	if (req->inflate) {
 		list_for_each_entry_safe(page, next, &req->pages, lru) {
 			list_del(&page->lru);
-			__free_pages(page, vb_order(req));
+			vb_page_free(page, vb_order(req));
 		}
 	} else {
 		/* Never left the balloon: back on its list. */
@@ -490,14 +495,16 @@ static struct vb_req *vb_idle_req(struct vballoon *vb)
 }
 
 /*
- * Move up to @want pages into (@inflate) or out of the balloon, pipelined.
- * Returns the pages moved; *@short_alloc tells whether inflation stopped
- * because allocation failed.  With @stoppable the run ends early when the
- * driver stops, leaving requests in flight for drain to collect.
+ * Move up to @want pages into (@inflate) or out of the balloon, pipelined;
+ * deflation takes them from @chunks and @pages.  Returns the pages moved;
+ * *@short_alloc tells whether inflation stopped because allocation failed.
+ * With @stoppable the run ends early when the driver stops, leaving
+ * requests in flight for drain to collect.
  */
-static unsigned long vb_move(struct vballoon *vb, bool inflate,
-			     unsigned long want, bool *short_alloc,
-			     bool stoppable)
+static unsigned long vb_move_from(struct vballoon *vb, bool inflate,
+				  unsigned long want, bool *short_alloc,
+				  bool stoppable, struct list_head *chunks,
+				  struct list_head *pages)
 {
 	unsigned long queued = 0, moved = 0, progress = jiffies;
 	unsigned int seq = READ_ONCE(vb->policy.seq), inflight;
@@ -528,7 +535,7 @@ static unsigned long vb_move(struct vballoon *vb, bool inflate,
 		if (inflate)
 			failed = vb_fill_inflate(vb, req, want - queued);
 		else
-			vb_fill_deflate(vb, req, want - queued);
+			vb_fill_deflate(vb, req, want - queued, chunks, pages);
 		if (!req->nr_pages)
 			break;
 		err = vb_submit(vb, req);
@@ -572,6 +579,43 @@ static unsigned long vb_move(struct vballoon *vb, bool inflate,
 
 	*short_alloc = failed;
 	return moved;
+}
+
+static unsigned long vb_move(struct vballoon *vb, bool inflate,
+			     unsigned long want, bool *short_alloc,
+			     bool stoppable)
+{
+	return vb_move_from(vb, inflate, want, short_alloc, stoppable,
+			    &vb->chunks, &vb->pages);
+}
+
+/*
+ * With engine_lock held: collect every worker request the host answered.
+ * Returns false if the host still holds one after VB_DRAIN_TIMEOUT.
+ */
+bool vb_engine_quiesce(struct vballoon *vb)
+{
+	lockdep_assert_held(&vb->engine_lock);
+	vb_wait_reqs(vb, 1, VB_DRAIN_TIMEOUT, false);
+	vb_reap(vb);
+	return !vb_count_reqs(vb, VB_REQ_INFLIGHT);
+}
+
+/*
+ * With engine_lock held: give back up to @want pages from @chunks and
+ * @pages, pages the caller took off the balloon's lists (still counted in
+ * nr_held).  What the host did not take stays on them.  Returns the pages
+ * given back.
+ */
+unsigned long vb_engine_deflate_from(struct vballoon *vb, unsigned long want,
+				     struct list_head *chunks,
+				     struct list_head *pages)
+{
+	bool short_alloc;
+
+	lockdep_assert_held(&vb->engine_lock);
+	return vb_move_from(vb, false, want, &short_alloc, false, chunks,
+			    pages);
 }
 
 /*
@@ -675,7 +719,7 @@ static unsigned long vb_pressure_round(struct vballoon *vb, unsigned long want)
 	if (vb_req_state(vb, req) != VB_REQ_IDLE)
 		return 0;
 	vb_req_reset(req, false);
-	vb_fill_deflate(vb, req, want);
+	vb_fill_deflate(vb, req, want, &vb->chunks, &vb->pages);
 	if (!req->nr_pages)
 		return 0;
 	if (vb_submit(vb, req)) {
@@ -805,7 +849,7 @@ void vb_engine_release(struct vballoon *vb)
 		list_del(&page->lru);
 		if (vb->adjust_managed)
 			adjust_managed_page_count(page, VB_CHUNK_PAGES);
-		__free_pages(page, VB_CHUNK_ORDER);
+		vb_page_free(page, VB_CHUNK_ORDER);
 		n += VB_CHUNK_PAGES;
 		cond_resched();
 	}
@@ -813,7 +857,7 @@ void vb_engine_release(struct vballoon *vb)
 		list_del(&page->lru);
 		if (vb->adjust_managed)
 			adjust_managed_page_count(page, 1);
-		__free_page(page);
+		vb_page_free(page, 0);
 		if (!(++n % VB_PFNS_PER_REQ))
 			cond_resched();
 	}

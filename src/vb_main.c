@@ -369,9 +369,13 @@ static int vb_probe(struct virtio_device *vdev)
 	if (err)
 		goto out_destroy_stats_wq;
 
-	err = vb_start(vb);
+	err = vb_mm_register(vb);
 	if (err)
 		goto out_pressure_unregister;
+
+	err = vb_start(vb);
+	if (err)
+		goto out_mm_unregister;
 
 	vb_debugfs_add(vb);
 	dev_info(&vdev->dev,
@@ -385,6 +389,8 @@ static int vb_probe(struct virtio_device *vdev)
 		 vb->chain ? "chain" : "single", VB_PAGES_TO_KB(vb->floor));
 	return 0;
 
+out_mm_unregister:
+	vb_mm_unregister(vb);
 out_pressure_unregister:
 	vb_pressure_unregister(vb);
 out_destroy_stats_wq:
@@ -404,6 +410,7 @@ static void vb_remove(struct virtio_device *vdev)
 	struct vballoon *vb = vdev->priv;
 
 	vb_debugfs_remove(vb);
+	vb_mm_unregister(vb);
 	vb_stop(vb);
 	vb_pressure_unregister(vb);
 	destroy_workqueue(vb->stats_wq);

@@ -383,7 +383,7 @@ void vb_policy_inflated(struct vballoon *vb, unsigned long pages)
 }
 
 /* Record a pressure deflation of @pages and schedule the way back. */
-static void vb_policy_pressure(struct vballoon *vb, unsigned long pages)
+void vb_policy_pressure(struct vballoon *vb, unsigned long pages)
 {
 	struct vb_policy *p = &vb->policy;
 	unsigned long now = jiffies, holdoff, debt;

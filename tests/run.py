@@ -100,6 +100,9 @@ DEBUG_TIER = {
     # the in-tree driver's guest deadlocks on memory.
     'floor_host16m_2g', 'floor_host16m_512m_1cpu', 'floor_host16m_doom',
     'floor_raise_lower',
+    # Page types and memory offlining under DEBUG_VM, the OOM notifier
+    # under lockdep.
+    'page_offline_flags', 'offline_memory_block', 'numa_bound_oom',
 }
 
 
@@ -109,6 +112,7 @@ DEBUG_CHECK = {
     'rmmod_during_inflate', 'suspend_during_inflate', 'device_del_inflating',
     'transport_pci_modern', 'pressure_no_oscillation', 'sysfs_abi',
     'flapping_target', 'stats_under_pressure', 'broken_device_stops_worker',
+    'offline_memory_block',
 }
 
 

@@ -4,6 +4,7 @@
  * it, optionally hold the memory, then release it.
  *
  *   vb_touch -m MiB [-s seconds|-s -1] [-p seed] [-n] [-H] [-r rounds]
+ *            [-N node]
  *
  *   -m  size in MiB (required)
  *   -s  hold the touched memory this many seconds (-1: until killed)
@@ -11,6 +12,7 @@
  *   -n  no hugepages: madvise(MADV_NOHUGEPAGE) the mapping
  *   -H  madvise(MADV_HUGEPAGE) the mapping
  *   -r  touch+verify this many rounds (default 1)
+ *   -N  allocate only on this NUMA node (set_mempolicy(MPOL_BIND))
  *
  * Prints one TAP-like line; exit 0 on success, 1 if the mapping failed,
  * 2 on a pattern mismatch, 3 on bad usage.
@@ -22,11 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "vb_util.h"
 
 #define PAGE 4096UL
+#define VB_MPOL_BIND 2	/* enum in <linux/mempolicy.h> */
 
 static uint64_t word_for(uint64_t seed, uint64_t page, unsigned int slot)
 {
@@ -70,20 +74,20 @@ static size_t check(const unsigned char *p, size_t pages, uint64_t seed)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: vb_touch -m MiB [-s seconds] [-p seed] [-n|-H] [-r rounds]\n");
+		"usage: vb_touch -m MiB [-s seconds] [-p seed] [-n|-H] [-r rounds] [-N node]\n");
 	exit(3);
 }
 
 int main(int argc, char **argv)
 {
-	long mib = -1, hold = 0, rounds = 1;
+	long mib = -1, hold = 0, rounds = 1, node = -1;
 	uint64_t seed = 1;
 	int nohuge = 0, huge = 0, c;
 	size_t len, pages, bad;
 	unsigned char *p;
 	double t0, t1;
 
-	while ((c = getopt(argc, argv, "m:s:p:nHr:")) != -1) {
+	while ((c = getopt(argc, argv, "m:s:p:nHr:N:")) != -1) {
 		switch (c) {
 		case 'm': mib = strtol(optarg, NULL, 0); break;
 		case 's': hold = strtol(optarg, NULL, 0); break;
@@ -91,11 +95,21 @@ int main(int argc, char **argv)
 		case 'n': nohuge = 1; break;
 		case 'H': huge = 1; break;
 		case 'r': rounds = strtol(optarg, NULL, 0); break;
+		case 'N': node = strtol(optarg, NULL, 0); break;
 		default: usage();
 		}
 	}
-	if (mib <= 0 || rounds <= 0)
+	if (mib <= 0 || rounds <= 0 || node >= 64)
 		usage();
+	if (node >= 0) {
+		unsigned long mask = 1UL << node;
+
+		if (syscall(SYS_set_mempolicy, VB_MPOL_BIND, &mask, 64)) {
+			printf("not ok 1 - vb_touch bind to node %ld: %s\n",
+			       node, strerror(errno));
+			return 1;
+		}
+	}
 
 	len = (size_t)mib << 20;
 	pages = len / PAGE;
