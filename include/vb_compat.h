@@ -21,6 +21,12 @@
 
 #include "vb_autoconf.h"
 
+#ifdef VB_HAVE_BALLOON_H
+#include <linux/balloon.h>
+#else
+#include <linux/balloon_compaction.h>
+#endif
+
 #define VB_MAX_VQS	5
 
 /*
@@ -205,6 +211,70 @@ static inline void vb_report_default_order(struct page_reporting_dev_info *pr)
 	pr->order = PAGE_REPORTING_ORDER_UNSPECIFIED;
 #else
 	pr->order = 0;
+#endif
+}
+
+/*
+ * Balloon page migration.  The balloon core keeps single balloon pages on
+ * its list (struct balloon_dev_info) and lets compaction and memory
+ * offlining move them through the driver's migratepage callback.  It was
+ * CONFIG_BALLOON_COMPACTION in <linux/balloon_compaction.h>, where the
+ * driver's callback also moves the pages on the list and drops the old
+ * page's reference; it is CONFIG_BALLOON_MIGRATION in <linux/balloon.h>,
+ * where the core does that itself once the callback returns 0.  Either
+ * way the driver counts managed pages itself (the newer core's
+ * adjust_managed_page_count flag stays false).
+ */
+#ifdef VB_HAVE_BALLOON_H
+#define VB_BALLOON_MIGRATION	IS_ENABLED(CONFIG_BALLOON_MIGRATION)
+#else
+#define VB_BALLOON_MIGRATION	IS_ENABLED(CONFIG_BALLOON_COMPACTION)
+#endif
+
+/* Single balloon pages are movable where the core can migrate them. */
+#define VB_GFP_MOVABLE		(VB_BALLOON_MIGRATION ? __GFP_MOVABLE : 0)
+
+/*
+ * Account a chunk joining (@pages > 0) or leaving the balloon the way the
+ * balloon core accounts its single pages: the balloon_inflate and
+ * balloon_deflate VM events, and with the newer core the node's
+ * NR_BALLOON_PAGES (the "Balloon:" line of /proc/meminfo).
+ */
+static inline void vb_balloon_account(struct page *page, long pages)
+{
+#if defined(CONFIG_MEMORY_BALLOON) || defined(CONFIG_BALLOON)
+	count_vm_events(pages > 0 ? BALLOON_INFLATE : BALLOON_DEFLATE,
+			abs(pages));
+#endif
+#ifdef VB_HAVE_BALLOON_H
+	mod_node_page_state(page_pgdat(page), NR_BALLOON_PAGES, pages);
+#endif
+}
+
+/*
+ * The host has @newpage in place of @page: put @newpage on the balloon's
+ * list and let @page go, where the core leaves that to the driver.  The
+ * return value is the migratepage callback's.
+ */
+static inline int vb_balloon_migrated(struct balloon_dev_info *b,
+				      struct page *newpage, struct page *page)
+{
+#if defined(VB_HAVE_BALLOON_H)
+	return 0;
+#elif defined(CONFIG_BALLOON_COMPACTION)
+	unsigned long flags;
+
+	get_page(newpage);
+	spin_lock_irqsave(&b->pages_lock, flags);
+	balloon_page_insert(b, newpage);
+	b->isolated_pages--;
+	__count_vm_event(BALLOON_MIGRATE);
+	spin_unlock_irqrestore(&b->pages_lock, flags);
+	balloon_page_finalize(page);
+	put_page(page);
+	return MIGRATEPAGE_SUCCESS;
+#else
+	return -EAGAIN;		/* no migration: never called */
 #endif
 }
 

@@ -5,7 +5,9 @@
  * One struct vballoon per bound device holds all state.  The files under
  * src/ each own one mechanism:
  *   vb_main.c    device binding, feature negotiation, virtqueues, lifecycle
- *   vb_engine.c  moving pages into and out of the balloon (the worker)
+ *   vb_engine.c  moving pages into and out of the balloon (the worker,
+ *                the shrinker's and migration's requests, drain)
+ *   vb_req.c     inflate and deflate requests: fill, submit, complete
  *   vb_policy.c  how much: targets, the floor, memory pressure (shrinker)
  *   vb_sysfs.c   the admin's knobs
  *   vb_stats.c   statistics for the host (stats queue), counters, debugfs
@@ -99,6 +101,8 @@ struct vb_counters {
 	u64 offline_evicted_pages;
 	u64 oom_deflations;
 	u64 oom_pages;
+	u64 migrated_pages;
+	u64 migrate_busy;
 	u64 inflate_ns;
 	u64 deflate_ns;
 };
@@ -170,14 +174,17 @@ struct vballoon {
 
 	/*
 	 * engine_lock serialises the worker's inflate/deflate runs with
-	 * drain on remove/freeze, and owns reqs[], alloc_backoff and
-	 * chunk_retry.  It is held across page allocation, so nothing that
-	 * reclaim can call (the shrinker) may take it.
+	 * drain on remove/freeze, and owns reqs[], alloc_backoff,
+	 * chunk_retry, fill_holes and holes_probe.  It is held across page
+	 * allocation, so nothing that reclaim can call (the shrinker) may
+	 * take it.
 	 */
 	struct mutex engine_lock;
 	struct vb_req *reqs[VB_NR_REQS];
 	unsigned long alloc_backoff;	/* jiffies, 0 when allocation works */
 	unsigned long chunk_retry;	/* jiffies: try 2 MiB chunks again */
+	bool fill_holes;		/* single pages first: they fill holes */
+	unsigned long holes_probe;	/* jiffies: look for holes again */
 	struct task_struct *inflater;	/* task allocating for the balloon */
 	bool inflating;			/* an inflation run is in progress */
 
@@ -191,6 +198,7 @@ struct vballoon {
 	 */
 	struct mutex pressure_lock;
 	struct vb_req *preq;
+	struct vb_req *mreq;		/* one page migration at a time */
 	bool vqs_ready;
 	struct shrinker *shrinker;
 	struct notifier_block oom_nb;		/* with DEFLATE_ON_OOM */
@@ -204,7 +212,6 @@ struct vballoon {
 	 */
 	spinlock_t lock;
 	struct list_head chunks;	/* 2 MiB chunks, by page->lru */
-	struct list_head pages;		/* order-0 pages, by page->lru */
 	unsigned long nr_held;		/* pages the host counts as ballooned */
 	unsigned long guest_target;	/* pages; 0 = follow the host */
 	unsigned long floor;		/* pages the balloon never takes below */
@@ -254,6 +261,15 @@ struct vballoon {
 	struct mutex actual_lock;
 	u32 actual;
 
+	/*
+	 * Single pages: the balloon core's list, which compaction and memory
+	 * offlining may take pages off (isolate) and migrate.  The core's
+	 * lock guards it; the driver uses it only through the core's enqueue
+	 * and dequeue calls.  Pages being migrated are off the list but still
+	 * counted in nr_held.
+	 */
+	struct balloon_dev_info bdev;
+
 	struct dentry *debugfs;
 };
 
@@ -271,9 +287,10 @@ void vb_engine_release(struct vballoon *vb);
 unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want);
 unsigned long vb_pressure_reap(struct vballoon *vb);
 bool vb_engine_quiesce(struct vballoon *vb);
-unsigned long vb_engine_deflate_from(struct vballoon *vb, unsigned long want,
-				     struct list_head *chunks,
-				     struct list_head *pages);
+unsigned long vb_engine_deflate_chunks(struct vballoon *vb, unsigned long want,
+				       struct list_head *chunks);
+int vb_engine_migrate(struct vballoon *vb, struct page *newpage,
+		      struct page *page);
 void vb_update_actual(struct vballoon *vb, bool force);
 
 /* vb_policy.c */
@@ -285,6 +302,9 @@ bool vb_policy_inflate_paused(struct vballoon *vb, unsigned int seq);
 void vb_policy_collect(struct vballoon *vb);
 bool vb_policy_may_take(struct vballoon *vb, unsigned long pages,
 			unsigned int order);
+unsigned long vb_policy_big_free(void);
+enum vb_take { VB_TAKE_CHUNK, VB_TAKE_SINGLES };
+enum vb_take vb_policy_take(void);
 void vb_policy_inflated(struct vballoon *vb, unsigned long pages);
 void vb_policy_pressure(struct vballoon *vb, unsigned long pages);
 int vb_pressure_register(struct vballoon *vb);
@@ -293,6 +313,7 @@ void vb_pressure_unregister(struct vballoon *vb);
 /* vb_mm.c */
 void vb_page_offline(struct page *page, unsigned int order);
 void vb_page_free(struct page *page, unsigned int order);
+void vb_mm_init(struct vballoon *vb);
 int vb_mm_register(struct vballoon *vb);
 void vb_mm_unregister(struct vballoon *vb);
 

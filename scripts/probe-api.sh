@@ -108,6 +108,17 @@ void vb_probe(struct page_reporting_dev_info *pr)
 	pr->order = PAGE_REPORTING_ORDER_UNSPECIFIED;
 }'
 
+# After 6.12 (7.3 has it) the balloon core moved to <linux/balloon.h>: it
+# owns the page list and its lock, and does the list and reference work
+# of a migration itself; drivers only tell their host.
+probe VB_HAVE_BALLOON_H '
+#include <linux/balloon.h>
+void vb_probe(struct balloon_dev_info *b)
+{
+	balloon_devinfo_init(b);
+	b->adjust_managed_page_count = false;
+}'
+
 make -s -k -C "$kdir" M="$tmp" modules >"$tmp/log" 2>&1 || true
 
 mkdir -p "$(dirname "$out")"

@@ -340,7 +340,7 @@ static int vb_probe(struct virtio_device *vdev)
 	spin_lock_init(&vb->lock);
 	mutex_init(&vb->actual_lock);
 	INIT_LIST_HEAD(&vb->chunks);
-	INIT_LIST_HEAD(&vb->pages);
+	vb_mm_init(vb);
 	INIT_DELAYED_WORK(&vb->work, vb_work_fn);
 	INIT_WORK(&vb->stats_work, vb_stats_work_fn);
 	INIT_WORK(&vb->hint_work, vb_hint_work_fn);

@@ -6,11 +6,15 @@
  *    into an inflate request until it is freed: kdump tools, /proc/kcore
  *    and hibernation skip such pages instead of reading memory the host
  *    has discarded, and /proc/kpageflags shows them as KPF_OFFLINE.
- *  - Memory offlining treats PageOffline pages as movable and leaves it to
- *    their owner to let go of them.  When a range goes offline the balloon
- *    gives its pages in that range back through the host, and the worker
- *    takes as many elsewhere, so offlining succeeds and the balloon keeps
- *    its size.
+ *  - Single balloon pages are movable: they live on the balloon core's
+ *    list, and compaction and memory offlining migrate them through
+ *    vb_migratepage(), which tells the host about the new page and the
+ *    old one.
+ *  - Chunks cannot move.  Memory offlining treats PageOffline pages as
+ *    movable and leaves it to their owner to let go of them: when a range
+ *    goes offline the balloon gives its chunks in that range back through
+ *    the host, and the worker takes as many pages elsewhere, so offlining
+ *    succeeds and the balloon keeps its size.
  *  - With DEFLATE_ON_OOM, an OOM notifier gives pages back as a last resort
  *    for the OOMs the shrinker's global gate cannot see: a task bound to
  *    a node (mempolicy, cpuset) runs out while the guest as a whole looks
@@ -41,13 +45,18 @@ void vb_page_offline(struct page *page, unsigned int order)
 		__SetPageOffline(page + i);
 }
 
-/* Free a page of order 0 or VB_CHUNK_ORDER that the balloon marked. */
+/*
+ * Free a page of order 0 or VB_CHUNK_ORDER that the balloon marked.  The
+ * balloon core may have cleared the mark of a single page already, when
+ * the page left its list.
+ */
 void vb_page_free(struct page *page, unsigned int order)
 {
 	unsigned long i;
 
 	for (i = 0; i < (1UL << order); i++)
-		__ClearPageOffline(page + i);
+		if (PageOffline(page + i))
+			__ClearPageOffline(page + i);
 	__free_pages(page, order);
 }
 
@@ -96,9 +105,10 @@ static bool vb_pick_range(struct page *page, void *arg)
 }
 
 /*
- * Give back every balloon page in [@start, @start + @nr) before that
- * memory goes offline.  The range is isolated, so nothing new lands
- * there, and the freed pages go straight to the offlined range.
+ * Give back every balloon chunk in [@start, @start + @nr) before that
+ * memory goes offline (single pages there are migrated).  The range is
+ * isolated, so nothing new lands there, and the freed chunks go straight
+ * to the offlined range.
  */
 static int vb_evict_range(struct vballoon *vb, unsigned long start,
 			  unsigned long nr)
@@ -106,7 +116,6 @@ static int vb_evict_range(struct vballoon *vb, unsigned long start,
 	struct vb_range r = { start, start + nr };
 	unsigned long want, moved;
 	LIST_HEAD(chunks);
-	LIST_HEAD(pages);
 	int err = 0;
 
 	mutex_lock(&vb->engine_lock);
@@ -117,17 +126,15 @@ static int vb_evict_range(struct vballoon *vb, unsigned long start,
 	spin_lock(&vb->lock);
 	want = vb_pick(&vb->chunks, &chunks, VB_CHUNK_ORDER, ULONG_MAX,
 		       vb_pick_range, &r);
-	want += vb_pick(&vb->pages, &pages, 0, ULONG_MAX, vb_pick_range, &r);
 	spin_unlock(&vb->lock);
 	if (!want)
 		goto out_unlock;
 
-	moved = vb_engine_deflate_from(vb, want, &chunks, &pages);
+	moved = vb_engine_deflate_chunks(vb, want, &chunks);
 	spin_lock(&vb->lock);
 	if (moved < want) {
 		/* The host did not take them all: they stay ballooned. */
 		list_splice(&chunks, &vb->chunks);
-		list_splice(&pages, &vb->pages);
 		err = -EBUSY;
 	}
 	vb->stats.offline_evictions++;
@@ -175,28 +182,23 @@ static bool vb_pick_node(struct page *page, void *arg)
 }
 
 /*
- * Put the balloon pages on @nodes first in the balloon's lists, so the
- * deflation that follows gives those back.  Returns how many pages to
- * deflate, 0 when none of them would help.  Deflation takes a whole chunk
- * before single pages, so without a chunk on the right nodes ask for
- * fewer single pages than a chunk holds.
+ * Put the balloon's chunks on @nodes first on its list, so the deflation
+ * that follows gives those back.  Returns how many pages to deflate.
+ * Without such a chunk, ask for fewer pages than a chunk holds: single
+ * pages (the balloon core's list does not say which node they are on).
  */
 static unsigned long vb_oom_prefer(struct vballoon *vb, nodemask_t *nodes)
 {
-	unsigned long chunks, pages;
+	unsigned long chunks;
 	LIST_HEAD(c);
-	LIST_HEAD(p);
 
 	spin_lock(&vb->lock);
 	chunks = vb_pick(&vb->chunks, &c, VB_CHUNK_ORDER, VB_OOM_PAGES,
 			 vb_pick_node, nodes);
-	pages = vb_pick(&vb->pages, &p, 0, VB_CHUNK_PAGES - 1, vb_pick_node,
-			nodes);
 	list_splice(&c, &vb->chunks);
-	list_splice(&p, &vb->pages);
 	spin_unlock(&vb->lock);
 
-	return chunks ?: pages;
+	return chunks ?: VB_CHUNK_PAGES - 1;
 }
 
 static int vb_oom_notify(struct notifier_block *nb, unsigned long unused,
@@ -209,9 +211,7 @@ static int vb_oom_notify(struct notifier_block *nb, unsigned long unused,
 
 	vb_oom_nodes(&nodes);
 	mutex_lock(&vb->pressure_lock);
-	n = vb_oom_prefer(vb, &nodes);
-	if (n)
-		n = vb_pressure_deflate(vb, n);
+	n = vb_pressure_deflate(vb, vb_oom_prefer(vb, &nodes));
 	mutex_unlock(&vb->pressure_lock);
 	if (!n)
 		return NOTIFY_OK;
@@ -224,6 +224,41 @@ static int vb_oom_notify(struct notifier_block *nb, unsigned long unused,
 	vb_policy_pressure(vb, n);
 	*freed += n;
 	return NOTIFY_OK;
+}
+
+/*
+ * The balloon core's migration callback: compaction or memory offlining
+ * isolated @page and allocated @newpage to take its place.
+ */
+static int __maybe_unused vb_migratepage(struct balloon_dev_info *bdev,
+					 struct page *newpage,
+					 struct page *page,
+					 enum migrate_mode mode)
+{
+	struct vballoon *vb = container_of(bdev, struct vballoon, bdev);
+	int err;
+
+	err = vb_engine_migrate(vb, newpage, page);
+	spin_lock(&vb->lock);
+	if (err)
+		vb->stats.migrate_busy++;
+	else
+		vb->stats.migrated_pages++;
+	spin_unlock(&vb->lock);
+	if (err)
+		return err;
+	if (vb->adjust_managed && page_zone(page) != page_zone(newpage)) {
+		adjust_managed_page_count(page, 1);
+		adjust_managed_page_count(newpage, -1);
+	}
+	return vb_balloon_migrated(bdev, newpage, page);
+}
+
+void vb_mm_init(struct vballoon *vb)
+{
+	balloon_devinfo_init(&vb->bdev);
+	if (VB_BALLOON_MIGRATION)
+		vb->bdev.migratepage = vb_migratepage;
 }
 
 int vb_mm_register(struct vballoon *vb)

@@ -92,6 +92,7 @@ struct vb_mem {
 	unsigned long high;		/* high watermarks */
 	unsigned long pcp;		/* pages on per-CPU free lists */
 	unsigned long keep_free;	/* free pages in blocks >= VB_KEEP_ORDER */
+	unsigned long big_free;		/* free pages in blocks >= a chunk */
 };
 
 /*
@@ -107,10 +108,15 @@ static void vb_zone_read(struct vb_mem *m, struct zone *zone, bool pcps)
 
 	m->min += min_wmark_pages(zone);
 	m->high += high_wmark_pages(zone);
+	unsigned long n;
+
 	for (order = VB_KEEP_ORDER; order < ARRAY_SIZE(zone->free_area);
-	     order++)
-		m->keep_free += READ_ONCE(zone->free_area[order].nr_free) <<
-				order;
+	     order++) {
+		n = READ_ONCE(zone->free_area[order].nr_free) << order;
+		m->keep_free += n;
+		if (order >= VB_CHUNK_ORDER)
+			m->big_free += n;
+	}
 	if (!pcps)
 		return;
 	for_each_online_cpu(cpu) {
@@ -317,6 +323,48 @@ out:
 	return want;
 }
 
+/* Free pages in blocks of a chunk or more (whole free pageblocks). */
+unsigned long vb_policy_big_free(void)
+{
+	struct vb_mem m;
+
+	vb_mem_read(&m, false);
+	return m.big_free;
+}
+
+/*
+ * Which kind of page should the next inflate request take?  Single pages
+ * are movable and the allocator takes them from ZONE_MOVABLE first; a
+ * chunk can only come from the zones kernel allocations need too.  So
+ * while ZONE_MOVABLE has room above its high watermark, single pages; a
+ * chunk only while some other zone keeps its high watermark after giving
+ * one, so the balloon never drives such a zone to its low watermark
+ * while another has room.
+ */
+enum vb_take vb_policy_take(void)
+{
+	bool movable_room = false, chunk_room = false;
+	unsigned long free, high;
+	struct zone *zone;
+	int nid, i;
+
+	for_each_online_node(nid)
+		for (i = 0; i < MAX_NR_ZONES; i++) {
+			zone = &NODE_DATA(nid)->node_zones[i];
+			if (!populated_zone(zone))
+				continue;
+			free = zone_page_state(zone, NR_FREE_PAGES);
+			high = high_wmark_pages(zone);
+			if (zone_idx(zone) == ZONE_MOVABLE)
+				movable_room |= free > high + VB_CHUNK_PAGES;
+			else
+				chunk_room |= free > high + VB_CHUNK_PAGES;
+		}
+	if (movable_room && VB_GFP_MOVABLE)
+		return VB_TAKE_SINGLES;
+	return chunk_room ? VB_TAKE_CHUNK : VB_TAKE_SINGLES;
+}
+
 /*
  * May the engine take @pages more pages of @order into the balloon now?
  * Not when that would leave MemAvailable below the floor;
@@ -329,7 +377,7 @@ bool vb_policy_may_take(struct vballoon *vb, unsigned long pages,
 			unsigned int order)
 {
 	unsigned long floor = vb_floor_pages(vb);
-	unsigned long avail = vb_avail(), reclaimable;
+	unsigned long avail = vb_avail(), reclaimable, free, small;
 	struct vb_mem m;
 	bool ok;
 
@@ -348,9 +396,18 @@ bool vb_policy_may_take(struct vballoon *vb, unsigned long pages,
 		 * the blocks already free.  A guest full of clean cache has
 		 * few free large blocks but is not short of them.
 		 */
-		reclaimable = avail - min_t(unsigned long, avail,
-				global_zone_page_state(NR_FREE_PAGES));
-		ok = m.keep_free + reclaimable >= m.high + pages;
+		free = global_zone_page_state(NR_FREE_PAGES);
+		reclaimable = avail - min(avail, free);
+		/*
+		 * Single pages come from the smallest free blocks first:
+		 * while the blocks below VB_KEEP_ORDER hold twice the
+		 * request, the larger ones stay whole.  Free memory that is
+		 * all scattered pages (a program freed most of what it
+		 * touched) is taken that way.
+		 */
+		small = free - min(free, m.keep_free);
+		ok = small >= 2 * pages ||
+		     m.keep_free + reclaimable >= m.high + pages;
 	}
 	if (!ok) {
 		spin_lock(&vb->lock);

@@ -190,6 +190,8 @@ static int vb_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "offline_evicted_pages %llu\n", c.offline_evicted_pages);
 	seq_printf(m, "oom_deflations %llu\n", c.oom_deflations);
 	seq_printf(m, "oom_pages %llu\n", c.oom_pages);
+	seq_printf(m, "migrated_pages %llu\n", c.migrated_pages);
+	seq_printf(m, "migrate_busy %llu\n", c.migrate_busy);
 	seq_printf(m, "pressure_debt_pages %lu\n", p.debt);
 	seq_printf(m, "holdoff_ms %u\n", jiffies_to_msecs(p.holdoff));
 	seq_printf(m, "holdoff_remaining_ms %u\n", jiffies_to_msecs(holdoff_left));

@@ -103,6 +103,7 @@ DEBUG_TIER = {
     # Page types and memory offlining under DEBUG_VM, the OOM notifier
     # under lockdep.
     'page_offline_flags', 'offline_memory_block', 'numa_bound_oom',
+    'compaction_hugepages', 'movablecore',
 }
 
 
@@ -112,7 +113,7 @@ DEBUG_CHECK = {
     'rmmod_during_inflate', 'suspend_during_inflate', 'device_del_inflating',
     'transport_pci_modern', 'pressure_no_oscillation', 'sysfs_abi',
     'flapping_target', 'stats_under_pressure', 'broken_device_stops_worker',
-    'offline_memory_block',
+    'offline_memory_block', 'compaction_hugepages',
 }
 
 

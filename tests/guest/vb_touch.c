@@ -4,7 +4,7 @@
  * it, optionally hold the memory, then release it.
  *
  *   vb_touch -m MiB [-s seconds|-s -1] [-p seed] [-n] [-H] [-r rounds]
- *            [-N node]
+ *            [-N node] [-F] [-l]
  *
  *   -m  size in MiB (required)
  *   -s  hold the touched memory this many seconds (-1: until killed)
@@ -13,6 +13,11 @@
  *   -H  madvise(MADV_HUGEPAGE) the mapping
  *   -r  touch+verify this many rounds (default 1)
  *   -N  allocate only on this NUMA node (set_mempolicy(MPOL_BIND))
+ *   -F  after the check, free three pages in four (MADV_DONTNEED) and
+ *       hold the rest: free memory is then scattered 4 KiB pages
+ *   -l  lock the pages still mapped at the end (mlock2(MLOCK_ONFAULT));
+ *       with the vm.compact_unevictable_allowed sysctl at 0 compaction
+ *       cannot move them
  *
  * Prints one TAP-like line; exit 0 on success, 1 if the mapping failed,
  * 2 on a pattern mismatch, 3 on bad usage.
@@ -74,7 +79,7 @@ static size_t check(const unsigned char *p, size_t pages, uint64_t seed)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: vb_touch -m MiB [-s seconds] [-p seed] [-n|-H] [-r rounds] [-N node]\n");
+		"usage: vb_touch -m MiB [-s seconds] [-p seed] [-n|-H] [-r rounds] [-N node] [-F] [-l]\n");
 	exit(3);
 }
 
@@ -82,12 +87,12 @@ int main(int argc, char **argv)
 {
 	long mib = -1, hold = 0, rounds = 1, node = -1;
 	uint64_t seed = 1;
-	int nohuge = 0, huge = 0, c;
+	int nohuge = 0, huge = 0, scatter = 0, lock = 0, c;
 	size_t len, pages, bad;
 	unsigned char *p;
 	double t0, t1;
 
-	while ((c = getopt(argc, argv, "m:s:p:nHr:N:")) != -1) {
+	while ((c = getopt(argc, argv, "m:s:p:nHr:N:Fl")) != -1) {
 		switch (c) {
 		case 'm': mib = strtol(optarg, NULL, 0); break;
 		case 's': hold = strtol(optarg, NULL, 0); break;
@@ -96,6 +101,8 @@ int main(int argc, char **argv)
 		case 'H': huge = 1; break;
 		case 'r': rounds = strtol(optarg, NULL, 0); break;
 		case 'N': node = strtol(optarg, NULL, 0); break;
+		case 'F': scatter = 1; break;
+		case 'l': lock = 1; break;
 		default: usage();
 		}
 	}
@@ -136,7 +143,21 @@ int main(int argc, char **argv)
 		printf("not ok 1 - vb_touch %ld MiB: %zu bad pages\n", mib, bad);
 		return 2;
 	}
-	printf("ok 1 - vb_touch %ld MiB x%ld in %.3f s\n", mib, rounds, t1 - t0);
+	if (scatter) {
+		for (size_t i = 0; i < pages; i++)
+			if (i % 4 && madvise(p + i * PAGE, PAGE, MADV_DONTNEED)) {
+				printf("not ok 1 - vb_touch MADV_DONTNEED: %s\n",
+				       strerror(errno));
+				return 1;
+			}
+	}
+	/* On fault: lock what is there without faulting the rest back in. */
+	if (lock && mlock2(p, len, MLOCK_ONFAULT)) {
+		printf("not ok 1 - vb_touch mlock2: %s\n", strerror(errno));
+		return 1;
+	}
+	printf("ok 1 - vb_touch %ld MiB x%ld in %.3f s%s\n", mib, rounds,
+	       t1 - t0, scatter ? ", 3 pages in 4 freed" : "");
 	fflush(stdout);
 
 	if (hold < 0) {
@@ -145,7 +166,7 @@ int main(int argc, char **argv)
 	}
 	if (hold > 0) {
 		sleep(hold);
-		if (check(p, pages, seed + rounds - 1)) {
+		if (!scatter && check(p, pages, seed + rounds - 1)) {
 			printf("not ok 2 - vb_touch pattern changed while held\n");
 			return 2;
 		}
