@@ -325,8 +325,7 @@ unsigned long vb_pressure_deflate(struct vballoon *vb, unsigned long want)
 		return 0;
 
 	/* A request an earlier call gave up waiting for. */
-	if (vb_req_state(vb, vb->preq) == VB_REQ_DONE)
-		freed += vb_complete(vb, vb->preq);
+	freed += vb_pressure_reap(vb);
 	while (freed < want) {
 		n = vb_pressure_round(vb, want - freed);
 		if (!n)
@@ -428,7 +427,7 @@ void vb_engine_release(struct vballoon *vb)
 	 */
 	for (;;) {
 		got = balloon_page_list_dequeue(&vb->bdev, &pages,
-						VB_PFNS_PER_REQ);
+						VB_CHUNK_PAGES);
 		list_for_each_entry_safe(page, next, &pages, lru) {
 			list_del(&page->lru);
 			if (vb->adjust_managed)

@@ -290,6 +290,35 @@ COMPACT_KEYS = ('compact_migrate_scanned', 'compact_isolated',
                 'compact_success', 'balloon_migrate')
 
 
+def offline_singles(ctx, v):
+    """Offline the memory block holding the most balloon pages (single
+    pages after fragmentation): they must migrate (the offline would fail
+    otherwise), and the block comes back online."""
+    size, blocks = memory_blocks(v)
+    held = sorted(((kpf(v, n * size, size)[0], n) for n, st in blocks
+                   if st == 'online'), reverse=True)[:3]
+    s0 = ctx.vb_stats(v)
+    for count, n in held:
+        rc, _ = v.sh('echo offline > /sys/devices/system/memory/memory%d/'
+                     'state' % n, timeout=120)
+        if rc == 0:
+            break
+    allow_unmovable_dumps(ctx, v)
+    s1 = ctx.vb_stats(v)
+    moved = s1['migrated_pages'] - s0['migrated_pages']
+    gave = s1['offline_evicted_pages'] - s0['offline_evicted_pages']
+    log('offlined memory%d (%d balloon pages in it): rc %d; %d single '
+        'pages migrated, %d pages of chunks given back'
+        % (n, count, rc, moved, gave))
+    ctx.check(rc == 0 and moved > 0 and moved + gave >= count,
+              'expected a block holding %d balloon pages to go offline '
+              'with its single pages migrated: rc %d, migrated %d, chunks '
+              '%d' % (count, rc, moved, gave))
+    if rc == 0:
+        v.sh_ok('echo online > /sys/devices/system/memory/memory%d/state'
+                % n, timeout=60)
+
+
 def big_free_mib(v):
     """Free memory in blocks of 2 MiB or more (/proc/buddyinfo), MiB."""
     pages = sum(int(x) << o for ln in v.sh_ok('cat /proc/buddyinfo')
@@ -335,7 +364,9 @@ def fragment_inflate_compact(ctx, v):
     big = big_free_mib(v)
     vm0 = v.vmstat()
     v.sh_ok('echo 1 > /proc/sys/vm/compact_memory', timeout=300)
-    v.sh_ok('echo 2000 > /proc/sys/vm/nr_hugepages', timeout=300)
+    # As many as there is free memory for, less 96 MiB for the shell.
+    want = max(0, (v.meminfo()['MemFree'] // 1024 - 96) // 2)
+    v.sh_ok('echo %d > /proc/sys/vm/nr_hugepages' % want, timeout=300)
     hp = int(v.sh_ok('cat /proc/sys/vm/nr_hugepages').strip())
     vm1 = v.vmstat()
     d = {k: vm1.get(k, 0) - vm0.get(k, 0) for k in COMPACT_KEYS}
@@ -355,8 +386,8 @@ def t_compaction_hugepages(ctx):
     it goes.  vballoon leaves the guest's free 2 MiB blocks whole as the
     in-tree driver does (its single pages fill the holes first), gets
     about as many huge pages (compaction itself varies by +-20 % run to
-    run), and its pages were migrated (balloon_migrate, debugfs
-    migrated_pages) unless it held only chunks."""
+    run); then a memory block full of its single pages goes offline, so
+    they are migrated (debugfs migrated_pages)."""
     need_vballoon(ctx)
     with ctx.boot() as v:
         ctx.load(v)
@@ -371,16 +402,19 @@ def t_compaction_hugepages(ctx):
             % (s1['chunks_inflated'] - s0['chunks_inflated'], singles, moved,
                s1['migrate_busy'] - s0['migrate_busy']))
         if singles > 0:
-            ctx.check(moved > 0 and d['balloon_migrate'] > 0,
-                      'expected compaction to migrate balloon pages: '
-                      'migrated_pages +%d, balloon_migrate +%d'
-                      % (moved, d['balloon_migrate']))
+            offline_singles(ctx, v)
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 120, 'deflate')
     with other_driver(ctx, 'inkernel'):
         with ctx.boot() as v:
             ctx.load(v)
-            theirs, theirs_big, _ = fragment_inflate_compact(ctx, v)
+            theirs, theirs_big, d_in = fragment_inflate_compact(ctx, v)
+    # Whether compaction picks balloon pages depends on where its
+    # scanners meet: it migrated 0-6534 of ours and 96-8081 of the
+    # in-tree driver's in our runs.  offline_singles() migrates ours
+    # for certain.
+    log('compaction migrated balloon pages: vballoon %d, in-tree %d'
+        % (d['balloon_migrate'], d_in['balloon_migrate']))
     log('free in 2 MiB blocks before compacting: vballoon %d MiB, in-tree '
         '%d MiB; huge pages after compaction: vballoon %d, in-tree %d'
         % (ours_big, theirs_big, ours, theirs))
@@ -430,18 +464,23 @@ SLEEPERS = ('n=0; for p in /proc/[0-9]*; do '
 
 @test('movablecore', timeout=900)
 def t_movablecore(ctx):
-    """A 2 GiB guest with movablecore=1G: the balloon reaches 1.4 GiB, as
-    the in-tree driver does in the same run, taking ZONE_MOVABLE first;
-    the zones kernel allocations need (DMA32, Normal) stay above their low
-    watermarks; QEMU's RSS falls by the balloon; then 200 forked sleepers
-    and a 300 MiB program start with no OOM kill."""
+    """A 2 GiB guest with movablecore=1G: the balloon reaches 1.4 GiB (less
+    by what the debug kernel keeps for itself), as the in-tree driver does
+    in the same run, taking ZONE_MOVABLE first; the zones kernel
+    allocations need (DMA32, Normal) stay above their low watermarks;
+    QEMU's RSS falls by the balloon; then 200 forked sleepers and a
+    300 MiB program start with no OOM kill."""
     need_vballoon(ctx)
-    target = RAM - 1400 * MiB
     results = {}
     for drv in ('vballoon', 'inkernel'):
         with other_driver(ctx, drv), \
                 ctx.boot(append='movablecore=1G') as v:
             ctx.load(v)
+            # 1.4 GiB where MemTotal is 1.9 GiB as on the Debian kernels;
+            # less by what a kernel keeps for itself beyond that (the
+            # debug kernel's KASAN shadow: ~290 MiB).
+            mib = 1400 - max(0, 1960 - v.meminfo()['MemTotal'] // 1024)
+            target = RAM - mib * MiB
             z = zones(v)
             ctx.require(any(n == 'Movable' for _, n in z),
                         'movablecore=1G: no Movable zone in %s' % z)
@@ -451,13 +490,13 @@ def t_movablecore(ctx):
             took = ctx.wait_balloon(v, target, 180, '%s inflate' % drv)
             results[drv] = took
             if drv == 'inkernel':
-                log('in-tree: 1.4 GiB balloon %s'
-                    % ('in %.1f s' % took if took is not None
+                log('in-tree: %d MiB balloon %s'
+                    % (mib, 'in %.1f s' % took if took is not None
                        else 'not reached'))
                 continue
-            ctx.require(took is not None, 'inflate to 1.4 GiB with '
-                        'movablecore=1G did not complete')
-            ctx.check_rss_drop(v, rss0, 1400 * 1024)
+            ctx.require(took is not None, 'inflate to %d MiB with '
+                        'movablecore=1G did not complete' % mib)
+            ctx.check_rss_drop(v, rss0, mib * 1024)
             z = zones(v)
             log('zones after inflating (free/low/high pages): %s'
                 % ', '.join('%s %d/%d/%d' % ((n,) + f)
