@@ -265,6 +265,27 @@ void vb_work_fn(struct work_struct *work)
 }
 
 /*
+ * Submit @req and wait for the host's answer: one VB_ACK_POLL, or with
+ * @until_broken for as long as the device works.  Returns 0 once the host
+ * answered, -ETIMEDOUT while it has not, or what vb_submit() returned.
+ */
+static int vb_submit_wait(struct vballoon *vb, struct vb_req *req,
+			  bool until_broken)
+{
+	int err = vb_submit(vb, req);
+
+	if (err)
+		return err;
+	do {
+		if (wait_event_timeout(vb->acked,
+				       vb_req_state(vb, req) == VB_REQ_DONE,
+				       VB_ACK_POLL))
+			return 0;
+	} while (until_broken && !vb_broken(vb));
+	return vb_req_state(vb, req) == VB_REQ_DONE ? 0 : -ETIMEDOUT;
+}
+
+/*
  * One shrinker deflation request: returns the pages it gave back, 0 if the
  * request could not be made or the host did not answer in time (it is then
  * completed by a later call or by drain).  Called with pressure_lock held.
@@ -272,6 +293,7 @@ void vb_work_fn(struct work_struct *work)
 static unsigned long vb_pressure_round(struct vballoon *vb, unsigned long want)
 {
 	struct vb_req *req = vb->preq;
+	int err;
 
 	if (vb_req_state(vb, req) != VB_REQ_IDLE)
 		return 0;
@@ -279,15 +301,14 @@ static unsigned long vb_pressure_round(struct vballoon *vb, unsigned long want)
 	vb_fill_deflate(vb, req, want, &vb->chunks, true);
 	if (!req->nr_pages)
 		return 0;
-	if (vb_submit(vb, req)) {
-		vb_unfill(vb, req);
-		return 0;
-	}
-	wait_event_timeout(vb->acked, vb_req_state(vb, req) == VB_REQ_DONE,
-			   VB_ACK_POLL);
-	if (vb_req_state(vb, req) != VB_REQ_DONE) {
+	err = vb_submit_wait(vb, req, false);
+	if (err == -ETIMEDOUT) {
 		/* The worker collects it once the host answers. */
 		vb_queue_work(vb, VB_ACK_POLL);
+		return 0;
+	}
+	if (err) {
+		vb_unfill(vb, req);
 		return 0;
 	}
 	return vb_complete(vb, req);
@@ -461,16 +482,10 @@ void vb_engine_release(struct vballoon *vb)
 static bool vb_migrate_tell(struct vballoon *vb, struct vb_req *req,
 			    struct page *page, bool inflate)
 {
-	bool done = false;
+	bool done;
 
 	vb_req_reset(req, inflate);
-	if (vb_req_pfns(vb, req, page, 0) && !vb_submit(vb, req)) {
-		while (!(done = vb_req_state(vb, req) == VB_REQ_DONE) &&
-		       !vb_broken(vb))
-			wait_event_timeout(vb->acked,
-					   vb_req_state(vb, req) == VB_REQ_DONE,
-					   VB_ACK_POLL);
-	}
+	done = vb_req_pfns(vb, req, page, 0) && !vb_submit_wait(vb, req, true);
 	vb_req_reset(req, inflate);
 	if (done) {
 		spin_lock_irq(&vb->vq_lock);

@@ -308,12 +308,25 @@ static void vb_stop(struct vballoon *vb)
 	vb->vqs_ready = false;
 	mutex_unlock(&vb->pressure_lock);
 
+	/*
+	 * A restore that failed left no queues and an empty balloon (freeze
+	 * emptied it); the device, marked FAILED, still needs its reset.
+	 */
+	if (!vb->inflate_vq) {
+		virtio_reset_device(vb->vdev);
+		return;
+	}
 	/* Tell the host, while it still listens, that every page is back. */
 	vb_engine_drain(vb);
 	virtio_reset_device(vb->vdev);
 	/* Whatever the host never acknowledged is ours again after reset. */
 	vb_engine_release(vb);
 	vb->vdev->config->del_vqs(vb->vdev);
+	vb->inflate_vq = NULL;
+	vb->deflate_vq = NULL;
+	vb->stats_vq = NULL;
+	vb->hint_vq = NULL;
+	vb->report_vq = NULL;
 }
 
 static int vb_probe(struct virtio_device *vdev)

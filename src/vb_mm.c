@@ -141,7 +141,7 @@ static int vb_evict_range(struct vballoon *vb, unsigned long start,
 	vb->stats.offline_evicted_pages += moved;
 	spin_unlock(&vb->lock);
 	dev_info(&vb->vdev->dev,
-		 "memory going offline at pfn %#lx: gave back %llu of %llu KiB the balloon held there\n",
+		 "memory going offline at pfn %#lx: gave back %llu of %llu KiB of chunks there (single pages migrate)\n",
 		 start, VB_PAGES_TO_KB(moved), VB_PAGES_TO_KB(want));
 	/* Take as much again elsewhere. */
 	vb_queue_work(vb, 0);

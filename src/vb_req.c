@@ -190,8 +190,12 @@ bool vb_fill_inflate(struct vballoon *vb, struct vb_req *req,
 		failed = true;
 		break;
 	}
-	/* These pages broke up a free 2 MiB block: no holes left to fill. */
-	if (probe && vb_policy_big_free() + VB_CHUNK_PAGES <= big)
+	/*
+	 * These pages broke up a free 2 MiB block: no holes left to fill.
+	 * A failed allocation says no more about holes, only that single
+	 * pages are short now: chunks next, and another probe later.
+	 */
+	if (probe && (failed || vb_policy_big_free() + VB_CHUNK_PAGES <= big))
 		vb->fill_holes = false;
 out:
 	WRITE_ONCE(vb->inflater, NULL);

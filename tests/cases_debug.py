@@ -5,8 +5,9 @@ that kernel (KDBG) alone; on another kernel they skip.
 
   kmemleak_after_rmmod  a full inflate/deflate/rmmod leaves no leak
   probe_fail_nth        every allocation of probe fails in turn
-  fail_page_alloc_moving  inflate and deflate with 10 % of page
-                          allocations failing converge and leak nothing
+  fail_page_alloc_moving  inflate, deflate and a pressure run with 10 %
+                          of page allocations failing converge, leak
+                          nothing
   failslab_stats_reporting  statistics and free page reporting carry on
                           after slab allocations failed beneath them
 
@@ -182,11 +183,18 @@ def t_probe_fail_nth(ctx):
 def t_fail_page_alloc(ctx):
     """Debug kernel: 10 % of the page allocations of kernel workers (the
     balloon's worker among them) fail (fail_page_alloc with task-filter
-    and make-it-fail) while the balloon inflates to 1 GiB, deflates and
-    inflates again: it converges to each target, actual and current_kb
-    agree with what the host shows, and after rmmod free memory is back
-    to the page and kmemleak reports nothing."""
-    with ctx.boot() as v:
+    and make-it-fail) while the balloon inflates to 1 GiB, deflates,
+    inflates again and then meets a program that needs part of it back
+    (a pressure run) and takes it again: it converges to each target,
+    actual and current_kb agree with what the host shows (QEMU RSS falls
+    by the first 1 GiB), the program runs without an OOM kill, and after
+    rmmod free memory is back to the page and kmemleak reports
+    nothing.  DEFLATE_ON_OOM on, so the program's 1.1 GiB fit in
+    MemTotal and the shrinker answers its pressure."""
+    with ctx.boot(balloon_opts='deflate-on-oom=on') as v:
+        # Touched before the balloon takes it, so the host sees it go.
+        ctx.touch(v, 1100)
+        rss0 = v.rss_kib()
         f0 = start(ctx, v, faults=True)
         d = '/sys/kernel/debug/fail_page_alloc'
         # Only kernel workers (the balloon's worker among them) see the
@@ -194,21 +202,51 @@ def t_fail_page_alloc(ctx):
         v.sh_ok('echo Y > %s/task-filter; echo 10 > %s/probability; '
                 'echo -1 > %s/times' % (d, d, d))
         try:
-            for target in (RAM - GiB, RAM - 256 * MiB, RAM - GiB):
+            for i, target in enumerate((RAM - GiB, RAM - 256 * MiB,
+                                        RAM - GiB)):
                 v.sh(MARK_KWORKERS)
                 v.balloon(target)
-                ctx.wait_balloon(v, target, 600, 'balloon to %d MiB with '
-                                 '10 %% of page allocations failing'
-                                 % ((RAM - target) // MiB))
-                cur = ctx.attr(v, 'current_kb')
-                ctx.check(cur * 1024 == RAM - v.query_balloon(),
-                          'current_kb %d KiB vs query-balloon %d MiB'
-                          % (cur, v.query_balloon() // MiB))
+                t = ctx.wait_balloon(v, target, 600, 'balloon to %d MiB with '
+                                     '10 %% of page allocations failing'
+                                     % ((RAM - target) // MiB))
+                log('balloon to %d MiB with failing allocations: %s s'
+                    % ((RAM - target) // MiB,
+                       '-' if t is None else '%.1f' % t))
+                check_current(ctx, v)
+                if i == 0:
+                    ctx.check_rss_drop(v, rss0, GiB // 1024,
+                                       'inflate with failing allocations')
+            # The pressure run: the program needs ~500 MiB of the balloon.
+            s0 = ctx.vb_stats(v)
+            mib = min(1100, ctx.avail0_kb // 1024 - 512)
+            v.sh(MARK_KWORKERS)
+            ctx.touch(v, mib)
+            s1 = ctx.vb_stats(v)
+            back = sum(s1[k] - s0[k] for k in ('pressure_pages',
+                                                'floor_deflated_pages'))
+            log('vb_touch %d MiB under a 1 GiB balloon with failing '
+                'allocations: %d MiB given back' % (mib, back // 256))
+            ctx.check(back > 0, 'pressure run: expected the balloon to give '
+                      'pages back (pressure_pages, floor_deflated_pages)')
+            t = ctx.wait_balloon(v, RAM - GiB, 600, 'balloon back to 1 GiB '
+                                 'after the pressure run, allocations '
+                                 'failing')
+            log('balloon back to 1 GiB after the program: %s s'
+                % ('-' if t is None else '%.1f' % t))
+            check_current(ctx, v)
         finally:
             v.sh('echo 0 > %s/probability' % d)
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 300, 'deflate')
         unload_no_leak(ctx, v, f0, 'rmmod')
+
+
+def check_current(ctx, v):
+    """current_kb (the driver's count) is what the host shows."""
+    cur = ctx.attr(v, 'current_kb')
+    ctx.check(cur * 1024 == RAM - v.query_balloon(),
+              'current_kb %d KiB vs query-balloon %d MiB'
+              % (cur, v.query_balloon() // MiB))
 
 
 def hold_mib(v, mib):

@@ -387,7 +387,8 @@ def t_compaction_hugepages(ctx):
     in-tree driver does (its single pages fill the holes first), gets
     about as many huge pages (compaction itself varies by +-20 % run to
     run); then a memory block full of its single pages goes offline, so
-    they are migrated (debugfs migrated_pages)."""
+    they are migrated (debugfs migrated_pages).  On the debug kernel
+    without the in-tree half."""
     need_vballoon(ctx)
     with ctx.boot() as v:
         ctx.load(v)
@@ -405,6 +406,13 @@ def t_compaction_hugepages(ctx):
             offline_singles(ctx, v)
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 120, 'deflate')
+    if ctx.debug_kernel:
+        # Here for DEBUG_VM's checks of migration and offlining; the
+        # comparison with the in-tree driver runs on the other kernels.
+        log('free in 2 MiB blocks before compacting: %d MiB; huge pages '
+            'after compaction: %d (debug kernel: no in-tree comparison)'
+            % (ours_big, ours))
+        return
     with other_driver(ctx, 'inkernel'):
         with ctx.boot() as v:
             ctx.load(v)

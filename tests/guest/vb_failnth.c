@@ -8,11 +8,11 @@
  * in the kernel counts: for /sys/bus/virtio/drivers/vballoon/bind that is
  * the driver core's bind path and vballoon's probe.  Prints one line:
  *
- *   n=N rc=0|-1 errno=NAME injected=0|1
+ *   n=N rc=0|-1 errno=NAME injected=0|1 left=L
  *
  * injected=1 when the Nth point was reached (the counter ran down to 0);
  * injected=0 means the write made fewer than N fallible calls, so a loop
- * over N can stop.  Exit status 0 unless the tool itself failed.
+ * over N can stop; it made N - L of them then.  Exit status 0 unless the tool itself failed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,7 +63,7 @@ int main(int argc, char **argv)
 		perror("disarming fail-nth");
 		return 2;
 	}
-	printf("n=%d rc=%d errno=%s injected=%d\n", nth, rc,
-	       err ? strerrorname_np(err) : "0", atoi(buf) == 0);
+	printf("n=%d rc=%d errno=%s injected=%d left=%d\n", nth, rc,
+	       err ? strerrorname_np(err) : "0", atoi(buf) == 0, atoi(buf));
 	return 0;
 }
