@@ -118,7 +118,7 @@ cp "$obj/System.map" "$kroot.tmp/boot/System.map-$rel"
 # timeout and leaves the devices without an interrupt; the BIOS routing
 # table gives the same routing at once.  (pci=noacpi would too, but it
 # also drops the host bridge windows, and a legacy device's I/O BAR then
-# finds no room.)
+# finds no room.)  Not on microvm: scripts/vm.py leaves it out there.
 echo "acpi=noirq" >"$kroot.tmp/cmdline"
 rm -rf "$kroot"
 mv "$kroot.tmp" "$kroot"

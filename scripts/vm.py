@@ -340,7 +340,14 @@ class VM:
         extra = os.path.join(VB_CACHE, 'kernel', self.kernel_ver, 'cmdline')
         if os.path.exists(extra):
             with open(extra) as f:
-                cmdline += f.read().split()
+                own = f.read().split()
+            if self.machine == 'microvm':
+                # acpi=noirq is for the PC's PCI interrupt routing; microvm
+                # has no PCI, and its virtio-mmio interrupts (GSI 16 and
+                # up) need the IOAPIC that ACPI describes (with it the
+                # kernel routes through the PIC: "IRQ index 0 not found").
+                own = [a for a in own if a != 'acpi=noirq']
+            cmdline += own
         if load_driver:
             cmdline.append('vb.load=1')
         if append:

@@ -5,6 +5,8 @@ that kernel (KDBG) alone; on another kernel they skip.
 
   kmemleak_after_rmmod  a full inflate/deflate/rmmod leaves no leak
   probe_fail_nth        every allocation of probe fails in turn
+  restore_fail_nth      the allocations of a suspend cycle fail in turn
+                        until the balloon's restore failed 5 times
   fail_page_alloc_moving  inflate, deflate and a pressure run with 10 %
                           of page allocations failing converge, leak
                           nothing
@@ -177,6 +179,79 @@ def t_probe_fail_nth(ctx):
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 300, 'deflate after the loop')
         unload_no_leak(ctx, v, f0, 'the loop and rmmod')
+
+
+# Failed restores restore_fail_nth walks through: the balloon's restore
+# fails at ~10-15 of the calls of a cycle (its queues' allocations), and
+# the serial port with the test's shell resumes right after it: a failure
+# there cuts the shell off for good, so the walk stops well before.
+RESTORE_FAILS = 5
+
+
+@test('restore_fail_nth', timeout=1800, debug_only=True)
+def t_restore_fail_nth(ctx):
+    """Debug kernel: freeze and restore with allocations failing in turn.
+    Device callbacks run in the task that writes /sys/power/state
+    (pm_async=0); 64 MiB are ballooned.  One suspend cycle (pm_test=
+    devices) per N with the Nth fallible call of that task failing, N =
+    1, 2, ...: the suspend path, the balloon's freeze, the devices that
+    resume before it and then its restore, until the restore failed
+    RESTORE_FAILS times.  Each write fails with a clean errno or
+    succeeds; after each failed restore a plain cycle brings the balloon
+    back.  Afterwards it is back at its size, inflates and deflates as
+    the host asks (current_kb agrees with query-balloon), and rmmod
+    leaves no kmemleak report and free memory back to the page."""
+    with ctx.boot() as v:
+        f0 = start(ctx, v, faults=True)
+        pci = v.sh_ok('basename $(dirname $(readlink -f '
+                      '/sys/bus/virtio/devices/virtio*))').strip()
+        mine = '%s: PM: failed to resume' % pci
+        v.sh_ok('echo 0 > /sys/power/pm_async; echo devices > '
+                '/sys/power/pm_test; p=/sys/module/suspend/parameters/'
+                'pm_test_delay; if test -w $p; then echo 0 > $p; fi')
+        v.balloon(RAM - 64 * MiB)
+        ctx.wait_balloon(v, RAM - 64 * MiB, 120, 'inflate 64 MiB')
+        v.sh('dmesg -c >/dev/null')
+        errnos, failed, n = {}, [], 0
+        try:
+            for n in range(1, MAX_NTH + 1):
+                out = v.sh_ok('vb_failnth %d /sys/power/state mem' % n, 120)
+                m = re.search(r'rc=(-?\d+) errno=(\S+) injected=(\d)', out)
+                ctx.require(m, 'vb_failnth %d: unexpected output %r'
+                            % (n, out.strip()[-200:]))
+                if m.group(1) != '0':
+                    errnos[m.group(2)] = errnos.get(m.group(2), 0) + 1
+                    ctx.check(m.group(2) in CLEAN_ERRNOS, 'suspend with call '
+                              '%d failing: expected a clean errno, got %s'
+                              % (n, m.group(2)))
+                if mine in v.sh_ok('dmesg -c'):
+                    failed.append(n)
+                    v.sh_ok('echo mem > /sys/power/state')
+                    ctx.check(mine not in v.sh_ok('dmesg -c'), 'a plain '
+                              'cycle after restore failed with call %d '
+                              'failing: the balloon did not resume' % n)
+                if m.group(3) == '0' or len(failed) == RESTORE_FAILS:
+                    break
+        finally:
+            v.sh('echo none > /sys/power/pm_test; '
+                 'echo 1 > /sys/power/pm_async')
+        log('suspend cycles with calls 1..%d failing: %d writes failed (%s);'
+            ' the balloon\'s restore failed with calls %s' % (
+                n, sum(errnos.values()),
+                ', '.join('%s x%d' % kv for kv in errnos.items()) or '-',
+                failed))
+        ctx.check(len(failed) == RESTORE_FAILS, 'expected the walk to fail '
+                  'the balloon\'s restore %d times, got %d'
+                  % (RESTORE_FAILS, len(failed)))
+        ctx.wait_balloon(v, RAM - 64 * MiB, 120, 'balloon back after the '
+                         'cycles')
+        check_current(ctx, v)
+        v.balloon(RAM - 512 * MiB)
+        ctx.wait_balloon(v, RAM - 512 * MiB, 300, 'inflate after the cycles')
+        check_current(ctx, v)
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 300, 'deflate after the cycles')
+        unload_no_leak(ctx, v, f0, 'the cycles and rmmod')
 
 
 @test('fail_page_alloc_moving', timeout=1800, debug_only=True)
