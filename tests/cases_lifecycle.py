@@ -10,12 +10,6 @@ from run import (test, log, TestSkip, RAM, KiB, exact_free_kb,
 from vm import GiB, MiB
 
 
-def balloon_state(ctx, v):
-    """(query-balloon ballooned bytes, current_kb * KiB, held_pages * 4 KiB)."""
-    held = ctx.vb_stats(v)['held_pages'] * 4096
-    return RAM - v.query_balloon(), ctx.attr(v, 'current_kb') * KiB, held
-
-
 @contextlib.contextmanager
 def pm_test_guest(ctx):
     """A booted guest with vballoon loaded; skip unless the guest kernel
@@ -48,7 +42,8 @@ def t_suspend_resume(ctx):
     (QEMU RSS)."""
     with pm_test_guest(ctx) as v:
         total0 = v.meminfo()['MemTotal']
-        ctx.require(ctx.touch_back(v), 'memory not usable again')
+        ctx.require(ctx.touch_most(v), 'could not touch the guest\'s memory '
+                    'before inflating')
         rss0 = v.rss_kib()
         target = 1 * GiB
         ballooned_kb = (RAM - target) // KiB
@@ -73,14 +68,7 @@ def t_suspend_resume(ctx):
         ctx.require(ctx.wait_balloon(v, target, 120, 'restore') is not None,
                     'balloon did not come back after resume')
         time.sleep(1)
-        q, cur, held = balloon_state(ctx, v)
-        log('after resume: query-balloon %d MiB ballooned, current_kb %d MiB,'
-            ' held %d MiB' % (q // MiB, cur // MiB, held // MiB))
-        ctx.check(q == cur == held == RAM - target,
-                  'after resume expected ballooned == current_kb == held == '
-                  '%d MiB, got %d / %d / %d MiB'
-                  % ((RAM - target) // MiB, q // MiB, cur // MiB,
-                     held // MiB))
+        ctx.check_views(v, 'after resume', want=RAM - target)
         # Freeze handed the pages back to the guest, restore took them
         # again: whichever pages it took, the host must not have grown.
         rss2 = v.rss_kib()
@@ -129,13 +117,15 @@ def start_inflation(ctx, v, target, at_least=128 * MiB, timeout=120):
 def t_suspend_during_inflate(ctx):
     """A device suspend/resume cycle (pm_test=devices) while a 1.25 GiB
     inflation is running (not 1.5: the debug kernel's floor would stop
-    it): freeze stops the worker and gives every page back, restore inflates to the host's target, and query-balloon,
+    it): freeze stops the worker and gives every page back, restore
+    inflates to the host's target, and query-balloon,
     current_kb and the pages held agree; QEMU's RSS fell by >= 90 % of
     the balloon.  Deflating afterwards brings MemTotal back and the guest
     touches 1.5 GiB."""
     with pm_test_guest(ctx) as v:
         total0 = v.meminfo()['MemTotal']
-        ctx.require(ctx.touch_back(v), 'memory not usable again')
+        ctx.require(ctx.touch_most(v), 'could not touch the guest\'s memory '
+                    'before inflating')
         rss0 = v.rss_kib()
         target = 768 * MiB
         mid = start_inflation(ctx, v, target)
@@ -148,12 +138,7 @@ def t_suspend_during_inflate(ctx):
                     is not None, 'balloon did not reach its target after '
                     'resume')
         time.sleep(1)
-        q, cur, held = balloon_state(ctx, v)
-        ctx.check(q == cur == held == RAM - target,
-                  'after resume expected ballooned == current_kb == held == '
-                  '%d MiB, got %d / %d / %d MiB'
-                  % ((RAM - target) // MiB, q // MiB, cur // MiB,
-                     held // MiB))
+        ctx.check_views(v, 'after resume', want=RAM - target)
         ctx.check_rss_drop(v, rss0, (RAM - target) // KiB,
                            'suspend during inflation, then resume')
         v.balloon(RAM)
@@ -162,7 +147,7 @@ def t_suspend_during_inflate(ctx):
         total1 = v.meminfo()['MemTotal']
         ctx.check(total1 == total0, 'MemTotal after deflate: expected %d '
                   'kB, got %d kB' % (total0, total1))
-        ctx.touch_back(v)
+        ctx.touch_most(v)
 
 
 @test('device_del_inflating', timeout=900)
@@ -201,4 +186,4 @@ def t_device_del_inflating(ctx):
         ctx.unload(v)
         check_no_leak(ctx, f0, exact_free_kb(v), 'unplug during inflation '
                       'and rmmod')
-        ctx.touch_back(v)
+        ctx.touch_most(v)

@@ -416,16 +416,6 @@ def t_pressure_pagecache(ctx):
 
 # ---------------------------------------------------------------------------
 
-def balloon_views(ctx, v):
-    """Ballooned bytes as (query-balloon RAM - actual, current_kb * 1024,
-    held_pages * 4096), plus the debugfs counters."""
-    q = RAM - v.query_balloon()
-    cur = ctx.attr(v, 'current_kb')
-    s = ctx.vb_stats(v)
-    return (q, None if cur is None else cur * KiB,
-            s['held_pages'] * PAGE), s
-
-
 def start_program(v, tag):
     """Start vb_touch in the guest in the background; its exit status goes
     to /tmp/<tag>.rc, its output to /tmp/<tag>.out."""
@@ -480,7 +470,7 @@ def t_pressure_during_inflate(ctx):
                 ctx.require(time.monotonic() - t0 < 400,
                             'cycle %d: vb_touch still running after 400 s'
                             % cycle)
-                (q, cur, held), s = balloon_views(ctx, v)
+                (q, cur, held), s = ctx.views(v)
                 samples += 1
                 if samples <= 4 or samples % 5 == 0:
                     log('cycle %d +%.1f s (moving): ballooned query %d KiB,'
@@ -513,7 +503,7 @@ def t_pressure_during_inflate(ctx):
                 'ended (values %s MiB)' % (cycle, time.monotonic() - t1,
                                            mibs(seen)))
             time.sleep(1)     # let the last request settle
-            (q, cur, held), s = balloon_views(ctx, v)
+            (q, cur, held), s = ctx.views(v)
             log('cycle %d settled: ballooned query %d, current_kb*1024 %s, '
                 'held_pages*4096 %d' % (cycle, q, cur, held))
             ctx.check(q == cur == held == BALLOONED,
@@ -552,7 +542,7 @@ def t_pressure_during_inflate(ctx):
                   0.01 * mi0['MemTotal'],
                   'MemTotal after deflating to 2 GiB: expected %d kB, got %d '
                   'kB' % (mi0['MemTotal'], mi1['MemTotal']))
-        (q, cur, held), _ = balloon_views(ctx, v)
+        (q, cur, held), _ = ctx.views(v)
         ctx.check(q == cur == held == 0,
                   'after deflate: expected an empty balloon in all views, '
                   'got %d / %s / %d' % (q, cur, held))

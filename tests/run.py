@@ -199,7 +199,7 @@ class Ctx:
                     % (attempt, str(e)[-400:]))
         log('booted %s %s on QEMU %s in %.1f s' % (
             self.kernel, transport, v.qemu, time.monotonic() - t0))
-        # For touch_back(): what the guest could use before any balloon.
+        # For touch_most(): what the guest could use before any balloon.
         self.avail0_kb = v.meminfo()['MemAvailable']
         ok = False
         try:
@@ -258,12 +258,14 @@ class Ctx:
         """Is this run on the debug kernel (KDBG)?"""
         return self.kernel == vmmod.load_kernels_env().get('KDBG')
 
-    def touch_back(self, v, mib=1536):
-        """Touch the memory a deflated or removed balloon gave back: mib
-        MiB, or less on a guest that had less than mib + 192 MiB available
-        at boot (the debug kernel keeps ~290 MiB more for itself); the
-        figure comes from boot, before any balloon, so pages the driver
-        failed to give back still show as an OOM."""
+    def touch_most(self, v, mib=1536):
+        """Touch most of the guest's memory: mib MiB, or less on a guest
+        that had less than mib + 192 MiB available at boot (the debug
+        kernel keeps ~290 MiB more for itself).  Before an inflation it
+        gives the host something to get back; after a deflation or a
+        removal it uses the memory given back, and as the figure comes
+        from boot, before any balloon, pages the driver failed to give
+        back still show as an OOM."""
         mib = min(mib, self.avail0_kb // 1024 - 192)
         return self.touch(v, mib)
 
@@ -312,6 +314,39 @@ class Ctx:
     def write_attr(self, v, name, value):
         """Write a sysfs attribute; return (rc, output)."""
         return v.sh('echo %s > %s/%s' % (value, v.sysfs_dir(), name))
+
+    def views(self, v):
+        """The balloon's size in bytes as the host's QMP view (memory size
+        less query-balloon's actual), sysfs current_kb and debugfs
+        held_pages show it (current_kb None: not there), with the debugfs
+        counters: ((q, cur, held), stats)."""
+        q = v.mem_bytes - v.query_balloon()
+        cur = self.attr(v, 'current_kb')
+        s = self.vb_stats(v)
+        return (q, None if cur is None else cur * KiB,
+                s['held_pages'] * 4096), s
+
+    def check_views(self, v, what, want=None, tries=1):
+        """The three views of the balloon's size agree, and equal want
+        bytes if given.  A disagreement is read again every 0.5 s, up to
+        tries reads (the floor may still be moving the balloon by a chunk
+        or two).  Returns the host's figure in bytes."""
+        for i in range(tries):
+            (q, cur, held), _ = self.views(v)
+            if q == cur == held:
+                break
+            time.sleep(0.5)
+        log('%s: balloon %d KiB (query-balloon), %s KiB (current_kb), %d '
+            'KiB (held_pages)%s' % (what, q // KiB, None if cur is None
+                                    else cur // KiB, held // KiB,
+                                    ' after %d reads' % (i + 1) if i else ''))
+        self.check(q == cur == held and want in (None, q),
+                   '%s: expected query-balloon, current_kb and debugfs '
+                   'held_pages to agree%s, got %d / %s / %d KiB'
+                   % (what, '' if want is None else ' at %d KiB'
+                      % (want // KiB), q // KiB,
+                      None if cur is None else cur // KiB, held // KiB))
+        return q
 
     def check_rss_drop(self, v, rss0, ballooned_kb, what='inflate'):
         """The host's eyes: QEMU's RSS fell from rss0 (KiB) by at least
@@ -457,7 +492,8 @@ def t_inflate_deflate(ctx):
     with ctx.boot() as v:
         ctx.load(v)
         mi0 = v.meminfo()
-        ctx.require(ctx.touch_back(v), 'memory not usable again')
+        ctx.require(ctx.touch_most(v), 'could not touch the guest\'s memory '
+                    'before inflating')
         rss0, thp0 = v.rss_kib(), v.anon_huge_kib()
         log('before: MemTotal %d kB, QEMU RSS %d MiB (THP %d MiB)'
             % (mi0['MemTotal'], rss0 // 1024, thp0 // 1024))
@@ -491,7 +527,7 @@ def t_inflate_deflate(ctx):
                   0.01 * mi0['MemTotal'],
                   'MemTotal after deflate: expected %d kB, got %d kB'
                   % (mi0['MemTotal'], mi2['MemTotal']))
-        ctx.touch_back(v)
+        ctx.touch_most(v)
         rss2, thp2 = v.rss_kib(), v.anon_huge_kib()
         log('after reuse: QEMU RSS %d MiB (THP %d MiB)'
             % (rss2 // 1024, thp2 // 1024))
@@ -588,7 +624,7 @@ def t_rmmod_inflated(ctx):
             ctx.fail('host view after rmmod: expected balloon empty, %s' % e)
         rc, _ = v.sh('test -d /sys/module/%s' % v.driver_module())
         ctx.check(rc != 0, 'module still loaded after rmmod')
-        ctx.touch_back(v)
+        ctx.touch_most(v)
 
 
 @test('insmod_rmmod_cycles')
@@ -629,7 +665,8 @@ def transport_test(transport):
             ctx.load(v)
             mi0 = v.meminfo()
             # Touched first, so that the host has something to get back.
-            ctx.require(ctx.touch_back(v), 'memory not usable again')
+            ctx.require(ctx.touch_most(v), 'could not touch the guest\'s '
+                        'memory before inflating')
             rss0 = v.rss_kib()
             v.balloon(GiB)
             took = ctx.wait_balloon(v, GiB, 120, 'inflate')
@@ -702,7 +739,7 @@ def t_device_del(ctx):
             ctx.fail('query-balloon after unplug: expected an error')
         except QMPError:
             pass
-        ctx.touch_back(v)
+        ctx.touch_most(v)
         rc, out = v.sh('vb-unload', 60)
         ctx.check(rc == 0, 'rmmod after unplug: rc %d %s' % (rc, out))
 
@@ -910,7 +947,7 @@ def t_target_changes(ctx):
                       'balloon moved away from the last target')
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 120, 'deflate')
-        ctx.touch_back(v)
+        ctx.touch_most(v)
 
 
 @test('rmmod_during_inflate')
@@ -938,7 +975,7 @@ def t_rmmod_during_inflate(ctx):
         check_no_leak(ctx, f0, exact_free_kb(v), 'after 5 rmmods '
                       'during inflation')
         v.balloon(RAM)
-        ctx.touch_back(v)
+        ctx.touch_most(v)
 
 
 # ---------------------------------------------------------------------------
