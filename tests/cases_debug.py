@@ -199,8 +199,10 @@ def t_restore_fail_nth(ctx):
     RESTORE_FAILS times.  Each write fails with a clean errno or
     succeeds; after each failed restore a plain cycle brings the balloon
     back.  Afterwards it is back at its size, inflates and deflates as
-    the host asks (current_kb agrees with query-balloon), and rmmod
-    leaves no kmemleak report and free memory back to the page."""
+    the host asks (query-balloon, current_kb and held_pages agree, and
+    QEMU RSS falls by the 512 MiB inflated, memory the guest touched
+    first), and rmmod leaves no kmemleak report and free memory back to
+    the page."""
     with ctx.boot() as v:
         # Touched first, so that the host has something to get back.
         ctx.touch(v, 768)
