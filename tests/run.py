@@ -256,7 +256,7 @@ class Ctx:
     @property
     def debug_kernel(self):
         """Is this run on the debug kernel (KDBG)?"""
-        return self.kernel == vmmod.load_kernels_env().get('KDBG')
+        return self.kernel == self.runner.kdbg
 
     def touch_most(self, v, mib=1536):
         """Touch most of the guest's memory: mib MiB, or less on a guest
@@ -986,6 +986,7 @@ class Runner:
         self.driver = args.driver
         self.tmp = tempfile.mkdtemp(prefix='vb-run.')
         self.log_dir = args.logs
+        self.kdbg = vmmod.load_kernels_env().get('KDBG')
         self._initrds = {}
         self.n = 0
         self.passed = 0
