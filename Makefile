@@ -30,13 +30,19 @@ SOURCES := Kbuild VERSION $(wildcard src/*.c include/*.h)
 # Debian package (debian/rules checks debian/changelog against it) read it.
 VERSION := $(shell cat $(TOP)/VERSION)
 
-.PHONY: all modules lint check check-full run bench clean deps guest k73 K73 deps-k73 deb
+.PHONY: all modules stage lint check check-full run bench clean deps guest k73 K73 deps-k73 deb
 
 all: modules
 
 modules: $(OUT)/vballoon.ko
 
 $(OUT)/vballoon.ko: $(SOURCES) scripts/probe-api.sh
+	@$(MAKE) --no-print-directory stage
+	$(MAKE) -C $(KDIR) M=$(OUT) W=1 $(if $(C),C=$(C)) modules
+
+# What kbuild builds from, in $(OUT): the sources, the API probes' answers
+# for KDIR and the version.  make lint stages its own copy (OUT=...).
+stage:
 	@test -n "$(KREL)" || { echo "no kernel headers at KDIR=$(KDIR)" >&2; exit 1; }
 	@mkdir -p $(OUT)/src $(OUT)/include $(OUT)/gen
 	@cp -p Kbuild $(OUT)/
@@ -44,7 +50,6 @@ $(OUT)/vballoon.ko: $(SOURCES) scripts/probe-api.sh
 	@cp -p include/*.h $(OUT)/include/
 	@scripts/probe-api.sh $(KDIR) $(OUT)/gen/vb_autoconf.h
 	@printf '#define VB_VERSION "%s"\n' "$(VERSION)" >$(OUT)/gen/vb_version.h
-	$(MAKE) -C $(KDIR) M=$(OUT) W=1 $(if $(C),C=$(C)) modules
 
 deps:
 	bash scripts/deps.sh

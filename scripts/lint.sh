@@ -95,14 +95,9 @@ for k in "${kernels[@]}"; do
 		continue
 	fi
 	rm -rf "$out"
-	mkdir -p "$out/src" "$out/include" "$out/gen"
-	cp -p Kbuild "$out/"
-	cp -p src/*.c "$out/src/"
-	cp -p include/*.h "$out/include/"
-	"${in_env[@]}" scripts/probe-api.sh "/usr/src/linux-headers-$k" \
-		"$PWD/$out/gen/vb_autoconf.h"
-	# As the Makefile does: the version, from VERSION.
-	printf '#define VB_VERSION "%s"\n' "$(cat VERSION)" >"$out/gen/vb_version.h"
+	# Staged as the build stages it, in a directory of its own.
+	"${in_env[@]}" make -s --no-print-directory stage \
+		KDIR="/usr/src/linux-headers-$k" OUT="$PWD/$out"
 	# The canary: one warning only sparse gives (an undeclared global) and
 	# one only W=1 gives (an unused static const).
 	cat >"$out/vb_lint_canary.c" <<-'EOF'
