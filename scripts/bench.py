@@ -46,7 +46,6 @@ import os
 import re
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -368,28 +367,6 @@ class Bench:
         finally:
             vm.close()
 
-    @staticmethod
-    def guest_ram(pid, size):
-        """Host address of guest RAM (the one anonymous rw mapping of
-        size bytes, or slightly more), or None."""
-        with open('/proc/%d/maps' % pid) as f:
-            for line in f:
-                parts = line.split()
-                a, b = (int(x, 16) for x in parts[0].split('-'))
-                if (parts[1].startswith('rw') and len(parts) == 5 and
-                        size <= b - a <= size + 4 * MiB):
-                    return a
-        return None
-
-    @staticmethod
-    def resident_pages(pid, addr, npages):
-        """Indices of the present pages among npages from addr."""
-        with open('/proc/%d/pagemap' % pid, 'rb') as f:
-            f.seek((addr >> 12) * 8)
-            data = f.read(npages * 8)
-        return {i for i, (e,) in enumerate(struct.iter_unpack('<Q', data))
-                if e >> 63}
-
     def run_resident(self, kname, kver, driver):
         sz = self.sz
         name = '%s-resident-%s' % (kname, driver)
@@ -405,21 +382,19 @@ class Bench:
                     break
             else:
                 raise Broken('guest could not touch memory: ' + out.strip())
-            pid = vm.proc.pid
-            npages = vm.mem_bytes >> 12
-            addr = self.guest_ram(pid, vm.mem_bytes)
+            addr = vm.guest_ram_addr()
             if addr is None:
                 self.notes.append('%s: resident check skipped: guest RAM '
                                   'mapping not found' % name)
                 return
-            r0, rss0 = self.resident_pages(pid, addr, npages), vm.rss_kib()
+            r0, rss0 = vm.resident_pages(addr), vm.rss_kib()
             target = sz['inflate_to'] * MiB
             t0 = time.monotonic()
             vm.balloon(target)
             if self.wait_actual(vm, target, t0, 180) is None:
                 raise Broken('inflate never reached target (traced guest)')
             time.sleep(0.3)
-            r1, rss1 = self.resident_pages(pid, addr, npages), vm.rss_kib()
+            r1, rss1 = vm.resident_pages(addr), vm.rss_kib()
         finally:
             vm.close()
         pfns = set()

@@ -27,6 +27,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -262,6 +263,8 @@ class VM:
         self._qmp_lock = threading.Lock()
         self.qmp_events = []
         self.boot_time = None
+        # (console, QEMU log) of the QEMUs this guest migrated away from.
+        self._done_logs = []
         _install_term_handler()
         self.tmp = tempfile.mkdtemp(prefix='vb-vm.')
         try:
@@ -383,13 +386,20 @@ class VM:
                      % d]
         args += list(extra_qemu_args)
         self.qemu_args = args
+        self._paths = {'sh': sh_path, 'qmp': qmp_path,
+                       'console': self.console_path}
+        self._t0 = time.monotonic()
+        self._launch(args, lsock)
+
+    def _launch(self, args, lsock):
+        """Start QEMU with args, logging to qemu_log_path; take its shell
+        connection on lsock (closed here) and connect to its QMP socket."""
         self._qemu_log = open(self.qemu_log_path, 'wb')
         # The log says which QEMU ran and how.
         self._qemu_log.write(('# QEMU %s: %s\n# %s\n' % (
             self.qemu, qemu_version_line(self.qemu),
             ' '.join(args))).encode())
         self._qemu_log.flush()
-        self._t0 = time.monotonic()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                      env=self._qemu_env,
                                      stdout=self._qemu_log,
@@ -411,9 +421,95 @@ class VM:
             lsock.close()
         conn.settimeout(None)
         self._sh_sock = conn
+        self._reader_stop = False
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
-        self._qmp_connect(qmp_path)
+        self._qmp_connect(self._paths['qmp'])
+
+    # ------------------------------------------------------------------
+    # live migration
+    def migrate(self, timeout=900, bandwidth=4 * GiB):
+        """Live-migrate the guest to a new QEMU started with the same
+        command line plus -incoming on a Unix socket, at up to bandwidth
+        bytes/s (QEMU 7.2 defaults to 32 MiB/s); from then on this object
+        drives the destination (shell, QMP, RSS), and the source's
+        console and QEMU log stay part of console_text() and the saved
+        logs.  Returns the source's last query-migrate answer (status
+        'completed'; ram: transferred, normal, duplicate, ...)."""
+        self._gen = getattr(self, '_gen', 0) + 1
+        new = {k: '%s.%d' % (p, self._gen) for k, p in self._paths.items()}
+        mig = os.path.join(self.tmp, 'mig.%d.sock' % self._gen)
+        args = []
+        for a in self.qemu_args:
+            for k, p in self._paths.items():
+                a = a.replace(p, new[k])
+            args.append(a)
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(new['sh'])
+        lsock.listen(1)
+
+        src = (self.proc, self._sh_sock, self._qmp_sock, self._qmp_file,
+               self._reader, self._qemu_log)
+        self._done_logs.append((self.console_path, self.qemu_log_path))
+        self.qmp('migrate-set-parameters', max_bandwidth=int(bandwidth))
+        self._reader_stop = True
+        src[4].join(2)
+        self.console_path = new['console']
+        self.qemu_log_path = '%s.%d' % (self.qemu_log_path, self._gen)
+        self._paths = new
+        src_qmp = (src[2], src[3])
+        try:
+            self._launch(args + ['-incoming', 'unix:' + mig], lsock)
+        except BaseException:
+            if self.proc is not src[0] and self.proc.poll() is None:
+                self.proc.kill()
+            self._sh_sock, self._qmp_sock, self._qmp_file = src[1:4]
+            self.proc = src[0]
+            raise
+        self.qemu_args = args
+        # The source's QMP, kept by hand for the migration itself.
+        dst_qmp = (self._qmp_sock, self._qmp_file)
+        dst_proc = self.proc
+        self._qmp_sock, self._qmp_file = src_qmp
+        self.proc = src[0]
+        try:
+            self.qmp('migrate', uri='unix:' + mig)
+            deadline = time.monotonic() + timeout
+            while True:
+                info = self.qmp('query-migrate')
+                if info.get('status') in ('completed', 'failed',
+                                          'cancelled'):
+                    break
+                if time.monotonic() > deadline:
+                    raise VMTimeout('migration not done after %ss: %s'
+                                    % (timeout, info))
+                time.sleep(0.5)
+        finally:
+            for f in src_qmp:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            self._qmp_sock, self._qmp_file = dst_qmp
+            src_proc, self.proc = self.proc, dst_proc
+            try:
+                src[1].close()
+            except OSError:
+                pass
+            if src_proc.poll() is None:
+                src_proc.terminate()
+                src_proc.wait(10)
+            src[5].close()
+        if info.get('status') != 'completed':
+            raise VMError('migration %s: %s' % (info.get('status'), info))
+        deadline = time.monotonic() + 60
+        while self.qmp('query-status').get('status') != 'running':
+            if time.monotonic() > deadline:
+                raise VMTimeout('destination not running 60 s after the '
+                                'migration')
+            time.sleep(0.2)
+        self.sh('true', timeout=60)
+        return info
 
     def _check_alive(self):
         if self.proc is None or self.proc.poll() is not None:
@@ -645,6 +741,36 @@ class VM:
         """QEMU's resident set size in KiB."""
         return self._proc_field('status', 'VmRSS')
 
+    def guest_ram_addr(self):
+        """Where QEMU maps the guest's RAM (the one anonymous read-write
+        mapping of mem_bytes, or up to 4 MiB more), or None."""
+        with open('/proc/%d/maps' % self.proc.pid) as f:
+            for line in f:
+                parts = line.split()
+                a, b = (int(x, 16) for x in parts[0].split('-'))
+                if (parts[1].startswith('rw') and len(parts) == 5 and
+                        self.mem_bytes <= b - a <= self.mem_bytes + 4 * MiB):
+                    return a
+        return None
+
+    def resident_pages(self, addr):
+        """Indices of the guest RAM's 4 KiB pages (mapped at addr) that
+        QEMU holds memory for (/proc/<pid>/pagemap, read as root for the
+        frame numbers).  A present page whose frame also backs another
+        page is the shared zero page (QEMU reads a page to see whether
+        it is zero, which maps it there: all of a migration's zero pages
+        on the destination), not memory of its own."""
+        n = self.mem_bytes >> 12
+        with open('/proc/%d/pagemap' % self.proc.pid, 'rb') as f:
+            f.seek((addr >> 12) * 8)
+            data = f.read(n * 8)
+        present = [(i, e & ((1 << 55) - 1)) for i, (e,) in
+                   enumerate(struct.iter_unpack('<Q', data)) if e >> 63]
+        seen, shared = set(), set()
+        for _, pfn in present:
+            (shared if pfn in seen else seen).add(pfn)
+        return {i for i, pfn in present if pfn not in shared}
+
     def anon_huge_kib(self):
         """QEMU's anonymous transparent huge pages in KiB."""
         return self._proc_field('smaps_rollup', 'AnonHugePages')
@@ -689,12 +815,18 @@ class VM:
 
     # ------------------------------------------------------------------
     # console
-    def console_text(self):
+    @staticmethod
+    def _read_text(path):
         try:
-            with open(self.console_path, 'rb') as f:
+            with open(path, 'rb') as f:
                 return f.read().decode('utf-8', 'replace')
         except OSError:
             return ''
+
+    def console_text(self):
+        """The console, across migrations."""
+        return ''.join(self._read_text(c) for c, _ in
+                       self._done_logs + [(self.console_path, None)])
 
     def bad_console_lines(self, text=None):
         text = self.console_text() if text is None else text
@@ -733,10 +865,11 @@ class VM:
     def save_logs(self, dest_prefix):
         """Copy console and QEMU logs to dest_prefix.{console,qemu}.log."""
         os.makedirs(os.path.dirname(dest_prefix) or '.', exist_ok=True)
-        for src, suf in ((self.console_path, 'console'),
-                         (self.qemu_log_path, 'qemu')):
+        logs = self._done_logs + [(self.console_path, self.qemu_log_path)]
+        for i, suf in enumerate(('console', 'qemu')):
             try:
-                shutil.copyfile(src, '%s.%s.log' % (dest_prefix, suf))
+                with open('%s.%s.log' % (dest_prefix, suf), 'w') as f:
+                    f.write(''.join(self._read_text(p[i]) for p in logs))
             except OSError:
                 pass
 
