@@ -118,15 +118,16 @@ DEBUG_CHECK = {
 
 
 def test(name, timeout=600, oom_ok=False, core=False, serial=False,
-         debug_only=False):
+         debug_only=False, qemu=None):
     """Register a test function f(ctx).  Core tests run on every kernel and
     QEMU of the `check` slice (see plan()).  A serial test never runs next
     to another one under --jobs: it changes host-wide state (huge pages)
-    or asserts a response time that a busy host would stretch."""
+    or asserts a response time that a busy host would stretch.  A test
+    given qemu ('7.2', '10.0') runs on that QEMU only."""
     def deco(f):
         TESTS.append({'name': name, 'func': f, 'timeout': timeout,
                       'oom_ok': oom_ok, 'core': core, 'serial': serial,
-                      'debug_only': debug_only,
+                      'debug_only': debug_only, 'qemu': qemu,
                       'debug': debug_only or name in DEBUG_TIER or
                       (name.startswith('transport_') and
                        name != 'transport_mmio'),
