@@ -12,7 +12,7 @@
  *   vb_sysfs.c   the admin's knobs
  *   vb_stats.c   statistics for the host (stats queue), counters, debugfs
  *   vb_report.c  free page reporting
- *   vb_hint.c    free page hinting: the command handshake
+ *   vb_hint.c    free page hinting for live migration
  *   vb_mm.c      PageOffline, memory offlining, the OOM notifier
  */
 #ifndef _VBALLOON_H
@@ -120,6 +120,9 @@ struct vb_policy {
 	unsigned long floor_told;	/* host target last reported as past the floor */
 };
 
+/* vballoon.hint_flags bits */
+#define VB_HINT_REREAD	0	/* read the command ID again */
+
 struct vballoon {
 	struct virtio_device *vdev;
 	struct virtqueue *inflate_vq;
@@ -139,8 +142,11 @@ struct vballoon {
 	bool reporting;		/* REPORTING: report free pages */
 	bool page_poison;	/* PAGE_POISON: host told our poison value */
 	bool hinting;		/* FREE_PAGE_HINT: answer hinting rounds */
+	bool hint_pages;	/* ... with free pages (else with none) */
 	/* Why an offered REPORTING was declined (NULL: it was not). */
 	const char *reporting_off_why;
+	/* Why hinting rounds carry no pages (NULL: they do, or no hinting). */
+	const char *hint_off_why;
 	/* Inflate/deflate elements: one chain per request, or single descriptors. */
 	bool chain;
 
@@ -238,14 +244,33 @@ struct vballoon {
 	bool report_busy;
 
 	/*
-	 * Free page hinting.  hint_work owns hint_bufs and hint_answered (a
-	 * work item never runs twice at once); hint_inflight, the buffers
-	 * the host has not used yet, is guarded by vq_lock.
+	 * Free page hinting (vb_hint.c).  hint_work owns hint_bufs,
+	 * hint_answered, hint_cmd, hint_active and hint_keep (a work item never runs
+	 * twice at once; stop cancels it before touching them); hint_id_busy,
+	 * set while the host holds hint_bufs[i], is guarded by vq_lock.
 	 */
 	struct work_struct hint_work;
-	__virtio32 hint_bufs[2];
-	u32 hint_answered;
-	unsigned int hint_inflight;
+	__virtio32 hint_bufs[2];	/* [0]: a round's ID, [1]: STOP */
+	bool hint_id_busy[2];
+	u32 hint_answered;		/* the last command ID a round was opened for */
+	bool hint_active;		/* a round is open: its ID sent, STOP not yet */
+	bool hint_keep;			/* used blocks are held until DONE */
+	bool hint_shedding;		/* the guest wants memory: take no more */
+	u32 hint_cmd;			/* the command ID last read */
+	unsigned long hint_flags;	/* VB_HINT_REREAD: config changed */
+	struct shrinker *hint_shrinker;
+	/*
+	 * hint_lock guards the blocks the host has used and the guest has not
+	 * got back yet (hint_held, by page->lru; hint_nr_held, in pages) and
+	 * the hinting counters.  Taken by the shrinker; nothing under it
+	 * allocates or sleeps.
+	 */
+	spinlock_t hint_lock;
+	struct list_head hint_held;
+	unsigned long hint_nr_held;
+	u64 hint_rounds;
+	u64 hint_pages_sent;
+	u64 hint_shed_pages;
 
 	/*
 	 * Under vq_lock: true while stats_buf is not free for a new report,
@@ -320,8 +345,14 @@ void vb_mm_unregister(struct vballoon *vb);
 /* vb_hint.c */
 void vb_hint_vq_done(struct virtqueue *vq);
 void vb_hint_kick(struct vballoon *vb);
+void vb_hint_config_changed(struct vballoon *vb);
 void vb_hint_work_fn(struct work_struct *work);
 void vb_hint_start(struct vballoon *vb);
+void vb_hint_stop(struct vballoon *vb);
+unsigned long vb_hint_shed(struct vballoon *vb, unsigned long want);
+void vb_hint_init(struct vballoon *vb);
+int vb_hint_register(struct vballoon *vb);
+void vb_hint_unregister(struct vballoon *vb);
 
 /* vb_report.c */
 void vb_report_vq_done(struct virtqueue *vq);

@@ -116,6 +116,14 @@ static void vb_read_features(struct vballoon *vb)
 					     VIRTIO_BALLOON_F_PAGE_POISON);
 	vb->hinting = virtio_has_feature(vdev,
 					 VIRTIO_BALLOON_F_FREE_PAGE_HINT);
+	/*
+	 * A hinted page reaches the destination as whatever the host had
+	 * there, which a guest that fills freed pages would read back.
+	 */
+	vb->hint_pages = vb->hinting && !vb_guest_fills_free_pages();
+	vb->hint_off_why = NULL;
+	if (vb->hinting && !vb->hint_pages)
+		vb->hint_off_why = "no pages: guest fills freed pages";
 	vb->reporting_off_why = NULL;
 	if (!vb->reporting && (offered & BIT_ULL(VIRTIO_BALLOON_F_REPORTING)))
 		vb->reporting_off_why = "guest poisons freed pages, host has no page-poison";
@@ -199,7 +207,7 @@ static void vb_config_changed(struct virtio_device *vdev)
 	struct vballoon *vb = vdev->priv;
 
 	vb_queue_work(vb, 0);
-	vb_hint_kick(vb);
+	vb_hint_config_changed(vb);
 }
 
 /*
@@ -321,6 +329,7 @@ static void vb_stop(struct vballoon *vb)
 	virtio_reset_device(vb->vdev);
 	/* Whatever the host never acknowledged is ours again after reset. */
 	vb_engine_release(vb);
+	vb_hint_stop(vb);
 	vb->vdev->config->del_vqs(vb->vdev);
 	vb->inflate_vq = NULL;
 	vb->deflate_vq = NULL;
@@ -354,6 +363,7 @@ static int vb_probe(struct virtio_device *vdev)
 	mutex_init(&vb->actual_lock);
 	INIT_LIST_HEAD(&vb->chunks);
 	vb_mm_init(vb);
+	vb_hint_init(vb);
 	INIT_DELAYED_WORK(&vb->work, vb_work_fn);
 	INIT_WORK(&vb->stats_work, vb_stats_work_fn);
 	INIT_WORK(&vb->hint_work, vb_hint_work_fn);
@@ -382,9 +392,13 @@ static int vb_probe(struct virtio_device *vdev)
 	if (err)
 		goto out_destroy_stats_wq;
 
-	err = vb_mm_register(vb);
+	err = vb_hint_register(vb);
 	if (err)
 		goto out_pressure_unregister;
+
+	err = vb_mm_register(vb);
+	if (err)
+		goto out_hint_unregister;
 
 	err = vb_start(vb);
 	if (err)
@@ -392,18 +406,22 @@ static int vb_probe(struct virtio_device *vdev)
 
 	vb_debugfs_add(vb);
 	dev_info(&vdev->dev,
-		 "bound: must-tell-host %s, deflate-on-oom %s, stats %s, reporting %s%s%s%s, page-poison %s, free-page-hint %s, layout %s, floor %llu KiB\n",
+		 "bound: must-tell-host %s, deflate-on-oom %s, stats %s, reporting %s%s%s%s, page-poison %s, free-page-hint %s%s%s%s, layout %s, floor %llu KiB\n",
 		 str_on_off(vb->tell_host), str_on_off(vb->deflate_on_oom),
 		 str_on_off(vb->host_stats), str_on_off(vb->reporting),
 		 vb->reporting_off_why ? " (" : "",
 		 vb->reporting_off_why ?: "",
 		 vb->reporting_off_why ? ")" : "",
 		 str_on_off(vb->page_poison), str_on_off(vb->hinting),
+		 vb->hint_off_why ? " (" : "", vb->hint_off_why ?: "",
+		 vb->hint_off_why ? ")" : "",
 		 vb->chain ? "chain" : "single", VB_PAGES_TO_KB(vb->floor));
 	return 0;
 
 out_mm_unregister:
 	vb_mm_unregister(vb);
+out_hint_unregister:
+	vb_hint_unregister(vb);
 out_pressure_unregister:
 	vb_pressure_unregister(vb);
 out_destroy_stats_wq:
@@ -425,6 +443,7 @@ static void vb_remove(struct virtio_device *vdev)
 	vb_debugfs_remove(vb);
 	vb_mm_unregister(vb);
 	vb_stop(vb);
+	vb_hint_unregister(vb);
 	vb_pressure_unregister(vb);
 	destroy_workqueue(vb->stats_wq);
 	destroy_workqueue(vb->wq);

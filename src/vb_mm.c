@@ -209,6 +209,12 @@ static int vb_oom_notify(struct notifier_block *nb, unsigned long unused,
 	unsigned long n;
 	nodemask_t nodes;
 
+	/* Free page hints first: they cost the host nothing to give back. */
+	n = vb_hint_shed(vb, VB_CHUNK_PAGES);
+	if (n) {
+		*freed += n;
+		return NOTIFY_OK;
+	}
 	vb_oom_nodes(&nodes);
 	mutex_lock(&vb->pressure_lock);
 	n = vb_pressure_deflate(vb, vb_oom_prefer(vb, &nodes));

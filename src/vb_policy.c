@@ -561,6 +561,13 @@ static unsigned long vb_shrink_scan(struct shrinker *s,
 
 	if (!vb_pressure_allowed(vb))
 		return SHRINK_STOP;
+	/* Memory lent to a migration's free page hints goes back first. */
+	freed = vb_hint_shed(vb, sc->nr_to_scan);
+	if (freed) {
+		sc->nr_scanned = max(sc->nr_scanned, freed);
+		vb_account_reclaimed(freed);
+		return freed;
+	}
 	/*
 	 * Wait for a deflation running on another CPU rather than give up:
 	 * a reclaimer that comes back empty-handed while memory is on its

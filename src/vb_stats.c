@@ -153,6 +153,8 @@ static int vb_stats_show(struct seq_file *m, void *unused)
 	struct vballoon *vb = m->private;
 	struct vb_counters c;
 	struct vb_policy p;
+	u64 hint_rounds, hint_sent, hint_shed;
+	unsigned long hint_held;
 	unsigned long held, floor, target, now = jiffies;
 	unsigned long holdoff_left = 0;
 
@@ -163,6 +165,12 @@ static int vb_stats_show(struct seq_file *m, void *unused)
 	floor = vb->floor;
 	target = vb->guest_target;
 	spin_unlock(&vb->lock);
+	spin_lock(&vb->hint_lock);
+	hint_rounds = vb->hint_rounds;
+	hint_sent = vb->hint_pages_sent;
+	hint_shed = vb->hint_shed_pages;
+	hint_held = vb->hint_nr_held;
+	spin_unlock(&vb->hint_lock);
 
 	if (p.debt && time_before(now, p.last_pressure + p.holdoff))
 		holdoff_left = p.last_pressure + p.holdoff - now;
@@ -192,6 +200,10 @@ static int vb_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "oom_pages %llu\n", c.oom_pages);
 	seq_printf(m, "migrated_pages %llu\n", c.migrated_pages);
 	seq_printf(m, "migrate_busy %llu\n", c.migrate_busy);
+	seq_printf(m, "hint_rounds %llu\n", hint_rounds);
+	seq_printf(m, "hinted_pages %llu\n", hint_sent);
+	seq_printf(m, "hint_held_pages %lu\n", hint_held);
+	seq_printf(m, "hint_shed_pages %llu\n", hint_shed);
 	seq_printf(m, "pressure_debt_pages %lu\n", p.debt);
 	seq_printf(m, "holdoff_ms %u\n", jiffies_to_msecs(p.holdoff));
 	seq_printf(m, "holdoff_remaining_ms %u\n", jiffies_to_msecs(holdoff_left));

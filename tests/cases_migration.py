@@ -6,7 +6,8 @@ and arrives whole."""
 import contextlib
 import time
 
-from run import test, log, TestSkip, RAM
+from run import (test, log, TestSkip, RAM, start_program,
+                 wait_program)
 from vm import GiB, MiB
 
 BUF_MIB = 256
@@ -172,25 +173,14 @@ def t_migrate_inflating(ctx):
         ctx.require(ctx.wait_balloon(v, RAM - GiB, 120, 'inflate')
                     is not None, 'inflate did not complete')
         oom0 = v.vmstat().get('oom_kill', 0)
-        v.sh_ok("sh -c 'vb_touch -m %d > /tmp/p.out 2>&1; echo $? > "
-                "/tmp/p.rc' < /dev/null > /dev/null 2>&1 &" % PROGRAM_MIB)
+        start_program(v, 'p', PROGRAM_MIB)
         time.sleep(2)
         info = v.migrate()
         log('migrated %d MiB while a %d MiB program took memory back '
             '(balloon %d MiB)' % (info['ram']['transferred'] // MiB,
                                   PROGRAM_MIB,
                                   (RAM - v.query_balloon()) // MiB))
-        deadline = time.monotonic() + 300
-        while True:
-            rc, out = v.sh('cat /tmp/p.rc 2>/dev/null')
-            if out.strip().isdigit():
-                break
-            ctx.require(time.monotonic() < deadline, 'the program still '
-                        'runs 300 s after the migration')
-            time.sleep(1)
-        ctx.check(out.strip() == '0', 'the %d MiB program: expected rc 0, '
-                  'got %s: %s' % (PROGRAM_MIB, out.strip(),
-                                  v.sh('cat /tmp/p.out')[1].strip()[-200:]))
+        wait_program(ctx, v, 'p', 'the %d MiB program' % PROGRAM_MIB)
         oom1 = v.vmstat().get('oom_kill', 0)
         ctx.check(oom1 == oom0, 'expected no OOM kill, oom_kill %d -> %d'
                   % (oom0, oom1))

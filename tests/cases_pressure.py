@@ -15,7 +15,8 @@ import subprocess
 import threading
 import time
 
-from run import test, log, TestSkip, RAM, KiB, OOM_CONSOLE
+from run import (test, log, TestSkip, RAM, KiB, OOM_CONSOLE, start_program,
+                 program_result)
 from vm import MiB, VMError
 
 PAGE = 4096
@@ -416,23 +417,6 @@ def t_pressure_pagecache(ctx):
 
 # ---------------------------------------------------------------------------
 
-def start_program(v, tag):
-    """Start vb_touch in the guest in the background; its exit status goes
-    to /tmp/<tag>.rc, its output to /tmp/<tag>.out."""
-    v.sh_ok('rm -f /tmp/%s.rc /tmp/%s.out' % (tag, tag))
-    v.sh_ok("sh -c 'vb_touch -m %d > /tmp/%s.out 2>&1; echo $? > "
-            "/tmp/%s.rc' < /dev/null > /dev/null 2>&1 &"
-            % (PROGRAM_MIB, tag, tag))
-
-
-def program_result(v, tag):
-    """(rc, output) of a finished background program, or None if running."""
-    rc, out = v.sh('cat /tmp/%s.rc 2>/dev/null' % tag, 60)
-    if rc != 0 or not out.strip().isdigit():
-        return None
-    return int(out.strip()), v.sh('cat /tmp/%s.out' % tag, 60)[1]
-
-
 @test('pressure_during_inflate', timeout=1500)
 def t_pressure_during_inflate(ctx):
     """DEFLATE_ON_OOM: a 1200 MiB program started while the balloon is
@@ -456,7 +440,7 @@ def t_pressure_during_inflate(ctx):
             t0 = time.monotonic()
             if cycle == 0:
                 v.balloon(TARGET)
-            start_program(v, tag)
+            start_program(v, tag, PROGRAM_MIB)
             q0 = v.query_balloon()
             log('cycle %d: program started, query-balloon %d MiB%s'
                 % (cycle, q0 // MiB, ' (inflation under way)'

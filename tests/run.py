@@ -104,6 +104,9 @@ DEBUG_TIER = {
     # under lockdep.
     'page_offline_flags', 'offline_memory_block', 'numa_bound_oom',
     'compaction_hugepages', 'movablecore',
+    # Free page hinting: blocks shed under pressure and freed by rmmod in
+    # the middle of a round, under kmemleak and DEBUG_VM (QEMU 10.0).
+    'hint_pressure', 'hint_rmmod',
 }
 
 
@@ -172,10 +175,14 @@ class Ctx:
 
     # -- guests -----------------------------------------------------------
     @contextlib.contextmanager
-    def boot(self, transport='pci-modern', extra_modules=(), **kw):
+    def boot(self, transport='pci-modern', extra_modules=(), driver=None,
+             **kw):
+        """Boot a guest (a context manager); driver overrides the run's
+        (vballoon, inkernel) for this guest, for a comparison."""
         self.nboot += 1
         self.transport = transport
-        initrd = self.runner.initrd(self.kernel, self.driver,
+        driver = driver or self.driver
+        initrd = self.runner.initrd(self.kernel, driver,
                                     tuple(extra_modules))
         # kw['qemu'] ('7.2', '10.0') goes to VM; default $VB_QEMU, else 7.2.
         qemu = kw.get('qemu') or vmmod.default_qemu()
@@ -188,7 +195,7 @@ class Ctx:
         tries = 1 if kw.get('load_driver') else 2
         for attempt in range(1, tries + 1):
             try:
-                v = VM(self.kernel, self.driver, transport=transport,
+                v = VM(self.kernel, driver, transport=transport,
                        initrd=initrd, log_dir=self.runner.log_dir,
                        name=name + ('' if attempt == 1 else '-retry'),
                        boot_timeout=120, **kw)
@@ -302,11 +309,7 @@ class Ctx:
         """vballoon's debugfs counters (/sys/kernel/debug/vballoon/<dev>/
         stats) as {name: int}; the test fails if they cannot be read."""
         rc, out = v.sh('cat /sys/kernel/debug/vballoon/virtio*/stats')
-        d = {}
-        for ln in out.splitlines():
-            parts = ln.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                d[parts[0]] = int(parts[1])
+        d = parse_counters(out)
         self.require(rc == 0 and 'held_pages' in d,
                      'debugfs stats: expected readable with held_pages, '
                      'got rc %d: %s' % (rc, out.strip()[-300:]))
@@ -392,6 +395,50 @@ LEAK_SLACK_KB = 1024
 # growth from lost pages.
 LEAK_DETAIL = ('Slab', 'SUnreclaim', 'KernelStack', 'PageTables',
                'VmallocUsed', 'Percpu')
+
+
+def parse_counters(text):
+    """Lines "name value" (debugfs stats) as {name: int}."""
+    d = {}
+    for ln in text.splitlines():
+        parts = ln.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            d[parts[0]] = int(parts[1])
+    return d
+
+
+def start_program(v, tag, mib, delay=0):
+    """Start vb_touch -m mib in the guest in the background, after delay
+    seconds; its exit status goes to /tmp/<tag>.rc, its output to
+    /tmp/<tag>.out."""
+    v.sh_ok('rm -f /tmp/%s.rc /tmp/%s.out' % (tag, tag))
+    v.sh_ok("sh -c 'sleep %d; vb_touch -m %d > /tmp/%s.out 2>&1; echo $? > "
+            "/tmp/%s.rc' < /dev/null > /dev/null 2>&1 &"
+            % (delay, mib, tag, tag))
+
+
+def program_result(v, tag):
+    """(rc, output) of a finished background program, or None if running."""
+    rc, out = v.sh('cat /tmp/%s.rc 2>/dev/null' % tag, 60)
+    if rc != 0 or not out.strip().isdigit():
+        return None
+    return int(out.strip()), v.sh('cat /tmp/%s.out' % tag, 60)[1]
+
+
+def wait_program(ctx, v, tag, what, timeout=300):
+    """Wait for a background program; fails the test unless it exits with
+    rc 0 (a running program after timeout seconds stops the test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = program_result(v, tag)
+        if res is not None:
+            break
+        ctx.require(time.monotonic() < deadline, '%s still runs after %d s'
+                    % (what, timeout))
+        time.sleep(1)
+    ctx.check(res[0] == 0, '%s: expected rc 0, got %d: %s'
+              % (what, res[0], res[1].strip()[-200:]))
+    return res
 
 
 def exact_free_kb(v):
@@ -1224,8 +1271,9 @@ def plan(tests, kernels, qemus, slice_, kdbg=None):
            run on the first QEMU, each on one kernel, taking turns in the
            order they are registered; pinned tests take turns likewise.
     The debug kernel (kdbg, when among kernels) runs the debug tier
-    (t['debug']) only: all of it on every QEMU in full; in check the
-    debug_only tests and DEBUG_CHECK, on the first QEMU.  debug_only tests
+    (t['debug']) only: all of it on every QEMU in full (a pinned test on
+    its QEMU); in check the debug_only tests and DEBUG_CHECK, on the
+    first QEMU, pinned tests never.  debug_only tests
     run nowhere else.
     """
     runs = []
@@ -1251,10 +1299,13 @@ def plan(tests, kernels, qemus, slice_, kdbg=None):
                     runs.append((k, t['qemu'], t))
     for k in dbg:
         for t in tests:
-            if not t.get('debug') or t.get('qemu'):
+            if not t.get('debug'):
                 continue
             if slice_ == 'full':
-                runs += [(k, q, t) for q in qemus]
+                runs += [(k, q, t) for q in
+                         ([t['qemu']] if t.get('qemu') else qemus)]
+            elif t.get('qemu'):
+                continue
             elif t.get('debug_only') or t['name'] in DEBUG_CHECK:
                 runs.append((k, qemus[0], t))
     return runs
