@@ -49,6 +49,15 @@
 #define VB_PFNS_PER_REQ		(VB_CHUNK_PAGES * VB_PFNS_PER_PAGE)
 #define VB_DESCS_PER_REQ	(VB_PFNS_PER_REQ / VB_PFNS_PER_DESC)
 
+/*
+ * Hinted blocks: 4 MiB, the largest block every x86-64 and arm64 4 KiB
+ * kernel's buddy allocator hands out (order 10), so the host handles
+ * half as many elements as with 2 MiB ones; each takes the lock its
+ * migration thread sends pages under.
+ */
+#define VB_HINT_ORDER	(22 - PAGE_SHIFT)
+#define VB_HINT_PAGES	BIT(VB_HINT_ORDER)
+
 /* Requests the worker keeps in flight: 16 x 2 MiB. */
 #define VB_NR_REQS		16
 
@@ -256,6 +265,7 @@ struct vballoon {
 	bool hint_active;		/* a round is open: its ID sent, STOP not yet */
 	bool hint_keep;			/* used blocks are held until DONE */
 	bool hint_shedding;		/* the guest wants memory: take no more */
+	unsigned int hint_queued;	/* blocks on the queue (read racily) */
 	u32 hint_cmd;			/* the command ID last read */
 	unsigned long hint_flags;	/* VB_HINT_REREAD: config changed */
 	struct shrinker *hint_shrinker;

@@ -25,6 +25,11 @@ resident   once per kernel and driver (not with --quick), the cycle's
            pagemap of guest RAM read before and after: how many ballooned
            pages were host-resident at all, and what share of those the
            host got back (the ceiling of "RSS returned / ballooned").
+migrate    once per kernel and driver (not with --quick), on QEMU 10.0: a
+           guest that touched most of its RAM and freed it migrates at
+           128 MiB/s with free-page-hint=on (and, for vballoon, once more
+           without it); the RAM bytes the source sent (query-migrate's
+           transferred).
 
 Writes DIR/raw.csv (one row per measurement), DIR/bench.csv (median, min,
 max per kernel, driver and metric, with the vballoon/in-tree ratio of the
@@ -69,6 +74,12 @@ QUICK = {'mem': 1024, 'touch': (768, 700, 640), 'inflate_to': 256,
          'pressure_to': 384, 'pressure_touch': 600, 'giveup': 15.0,
          'huge_inflate': 512, 'huge_pages': 560}
 
+# The migration scenario: its device options, QEMU and bandwidth (a TCG
+# guest hints ~20 times slower than a KVM one; tests/README.md).
+HINT_OPTS = 'free-page-hint=on,iothread=io0'
+MIGRATE_QEMU = '10.0'
+MIGRATE_BW = 128 * MiB
+
 # floor_kb for vballoon in every run: low enough that the usable-memory
 # floor never stops a benchmark inflation short of the in-tree driver's.
 BENCH_FLOOR_KB = 8192
@@ -103,6 +114,8 @@ METRICS = [
     ('pressure_oom_kills', 'pressure: OOM kills', '%.0f'),
     ('pressure_deflated_mib', 'pressure: deflated (MiB)', '%.0f'),
     ('pressure_back_s', 'pressure: back at target (s)', '%.2f'),
+    ('migrate_mib', 'migration with hints: sent (MiB)', '%.0f'),
+    ('migrate_nohint_mib', 'migration without hints: sent (MiB)', '%.0f'),
     ('huge_inflate_s', 'hugetlb: inflate (s)', '%.3f'),
     ('huge_pool_freed_mib', 'hugetlb: host pool freed (MiB)', '%.0f'),
     ('huge_hugetlb_drop_mib', 'hugetlb: HugetlbPages drop (MiB)', '%.0f'),
@@ -547,6 +560,31 @@ class Bench:
             print('hugepage-backed: skipped: %s' % reason)
 
     # ------------------------------------------------------------------
+    def run_migrate(self, kname, kver, driver, hints=True):
+        name = '%s-migrate-%s%s' % (kname, driver, '' if hints else '-nohint')
+        vm = self.boot(kver, driver, name, qemu=MIGRATE_QEMU,
+                       balloon_opts=HINT_OPTS if hints else '')
+        try:
+            for mib in self.sz['touch']:
+                rc, _, out = self.touch(vm, mib)
+                if rc == 0:
+                    break
+            else:
+                raise Broken('could not touch the guest\'s memory: '
+                             + out.strip()[-200:])
+            t0 = time.monotonic()
+            info = vm.migrate(bandwidth=MIGRATE_BW)
+            sent = info['ram']['transferred'] / MiB
+            self.record(kname, driver, 0, 'migrate_mib' if hints
+                        else 'migrate_nohint_mib', sent)
+            bad = self.console_problems(vm)
+            if bad:
+                raise Broken('guest console: ' + bad[0])
+            log('%s: touched and freed %d MiB, migrated in %.1f s, %.0f MiB '
+                'sent' % (name, mib, time.monotonic() - t0, sent))
+        finally:
+            vm.close()
+
     def guarded(self, what, fn, *a):
         try:
             fn(*a)
@@ -575,6 +613,12 @@ class Bench:
                 for driver in DRIVERS:
                     self.guarded('%s resident %s' % (kname, driver),
                                  self.run_resident, kname, kver, driver)
+                for driver in DRIVERS:
+                    self.guarded('%s migrate %s' % (kname, driver),
+                                 self.run_migrate, kname, kver, driver)
+                self.guarded('%s migrate vballoon, no hints' % kname,
+                             self.run_migrate, kname, kver, 'vballoon',
+                             False)
         self.hugepage_all()
 
     # ------------------------------------------------------------------
@@ -717,6 +761,15 @@ class Bench:
                                  'would need %.3f s' % (kname, hw, kd / 3))
             else:
                 check(kname, None, 'deflate speed-up: not measured')
+            mv, mk = m('vballoon', 'migrate_mib'), m('inkernel', 'migrate_mib')
+            mn = m('vballoon', 'migrate_nohint_mib')
+            if mv and mk and mn:
+                check(kname, mv <= 0.4 * mn and mv <= 1.1 * mk,
+                      'migration with hints sent %.0f MiB = %.2f of no hints '
+                      '(%.0f MiB; want <= 0.4) and %.2f of in-tree (%.0f '
+                      'MiB; want <= 1.1)' % (mv, mv / mn, mn, mv / mk, mk))
+            else:
+                check(kname, None, 'migrated bytes with hints: not measured')
             rr = m('vballoon', 'rss_returned_ratio')
             if rr is not None:
                 check(kname, rr >= 0.98,

@@ -42,13 +42,8 @@
 
 #include "vballoon.h"
 
-/* Hinted blocks: host huge pages, which the host's bitmap clears whole. */
-#define VB_HINT_ORDER	VB_CHUNK_ORDER
-#define VB_HINT_PAGES	BIT(VB_HINT_ORDER)
 /* Free memory only: no reclaim, no kswapd, no reserves, no warning. */
 #define VB_HINT_GFP	(__GFP_NORETRY | __GFP_NOWARN | __GFP_NOMEMALLOC)
-/* Blocks sent between two looks at the command ID (64 MiB). */
-#define VB_HINT_BATCH	32
 
 /*
  * The command ID as of the host's last configuration change.  It is read
@@ -161,6 +156,7 @@ static void vb_hint_reap(struct vballoon *vb)
 		} else {
 			page = token;
 			list_add_tail(&page->lru, &used);
+			WRITE_ONCE(vb->hint_queued, vb->hint_queued - 1);
 		}
 	}
 	spin_unlock_irq(&vb->vq_lock);
@@ -265,15 +261,11 @@ enum vb_hint_fill {
 static enum vb_hint_fill vb_hint_fill(struct vballoon *vb)
 {
 	struct scatterlist sg;
-	unsigned int sent = 0;
 	struct page *page;
 	int err;
 
 	while (vb->hint_pages) {
-		if (sent && !(sent % VB_HINT_BATCH)) {
-			vb_hint_notify(vb);
-			cond_resched();
-		}
+		cond_resched();
 		if (test_bit(VB_HINT_REREAD, &vb->hint_flags)) {
 			vb_hint_notify(vb);
 			return VB_HINT_RECHECK;
@@ -293,12 +285,15 @@ static enum vb_hint_fill vb_hint_fill(struct vballoon *vb)
 		spin_lock_irq(&vb->vq_lock);
 		err = virtqueue_add_inbuf(vb->hint_vq, &sg, 1, page,
 					  GFP_NOWAIT | __GFP_NOWARN);
+		if (!err)
+			WRITE_ONCE(vb->hint_queued, vb->hint_queued + 1);
 		spin_unlock_irq(&vb->vq_lock);
 		if (err) {
 			__free_pages(page, VB_HINT_ORDER);
 			break;
 		}
-		sent++;
+		/* At once: the host's copy is racing past free memory. */
+		vb_hint_notify(vb);
 	}
 	return VB_HINT_FILLED;
 }
@@ -320,6 +315,14 @@ again:
 			vb->hint_keep = false;
 			vb_hint_free_held(vb, ULONG_MAX, false);
 		}
+		/*
+		 * Blocks still queued when the source stopped sit on the
+		 * destination's queue, which looks at it only when told:
+		 * tell it (a notification the ring might suppress, as
+		 * nothing new was added), and they come back to be freed.
+		 */
+		if (vb->hint_queued)
+			virtqueue_notify(vb->hint_vq);
 		return;
 	}
 	if (id == VIRTIO_BALLOON_CMD_ID_STOP)
@@ -366,6 +369,7 @@ void vb_hint_stop(struct vballoon *vb)
 	}
 	vb->hint_active = false;
 	vb->hint_keep = false;
+	vb->hint_queued = 0;
 	vb_hint_free_held(vb, ULONG_MAX, false);
 }
 

@@ -171,6 +171,8 @@ static int vb_stats_show(struct seq_file *m, void *unused)
 	hint_shed = vb->hint_shed_pages;
 	hint_held = vb->hint_nr_held;
 	spin_unlock(&vb->hint_lock);
+	/* Held: used by the host or still on its queue. */
+	hint_held += (unsigned long)READ_ONCE(vb->hint_queued) * VB_HINT_PAGES;
 
 	if (p.debt && time_before(now, p.last_pressure + p.holdoff))
 		holdoff_left = p.last_pressure + p.holdoff - now;

@@ -15,8 +15,12 @@ BUF_MIB = 64
 # Migration bandwidth for the comparison.  A TCG guest allocates and
 # zeroes its free memory for hints some 20 times slower than a KVM guest,
 # so at the default 4 GiB/s the source has sent most pages before their
-# hints arrive; 256 MiB/s is to this guest what a 10 GbE link is to KVM.
-BANDWIDTH = 256 * MiB
+# hints arrive; 128 MiB/s is to this guest what a 10 GbE link is to KVM.
+BANDWIDTH = 128 * MiB
+# vballoon's hinted bytes against the in-tree driver's in one run: single
+# TCG migrations vary by some 20 % either way (tests/README.md), so one
+# run asserts 1.3x; make bench holds the medians of several to 1.1x.
+INTREE_MAX = 1.3
 STATS = '/sys/kernel/debug/vballoon/virtio*/stats'
 
 
@@ -66,18 +70,19 @@ def after_migration(ctx, v, sum0, what):
     return s
 
 
-@test('hint_pays', timeout=900, qemu='10.0')
+@test('hint_pays', timeout=900, qemu='10.0', serial=True)
 def t_hint_pays(ctx):
     """Hinting pays: a guest that touched and freed 1.5 GiB migrates
-    three times at 256 MiB/s: with vballoon and no free page hinting,
+    three times at 128 MiB/s: with vballoon and no free page hinting,
     with vballoon and free-page-hint=on, and with the in-tree
     virtio_balloon and free-page-hint=on.  With hints vballoon's source
     sends at most 40 % of the RAM bytes it sends without them
-    (query-migrate's transferred), and at most 10 % more than the in-tree
-    driver's.  vballoon's hinted migration keeps a 64 MiB random buffer
-    intact, the destination gets every hinted block back when the host
-    says DONE (hint_held_pages 0, MemAvailable back), and the guest uses
-    its memory again."""
+    (query-migrate's transferred), and at most 30 % more than the in-tree
+    driver's (make bench compares medians at 10 %).  vballoon's hinted
+    migration keeps a 64 MiB random buffer intact, the destination gets
+    every hinted block back when the host says DONE (hint_held_pages 0,
+    MemAvailable back), and the guest uses its memory again.  Serial:
+    next to another guest the bytes sent vary more (tests/README.md)."""
     if ctx.driver != 'vballoon':
         raise TestSkip('compares vballoon with the in-tree driver')
     sent = {}
@@ -112,9 +117,9 @@ def t_hint_pays(ctx):
     ctx.check(ours <= 0.4 * none, 'with hints the source should send at '
               'most 40 %% of the RAM bytes it sends without: %d / %d MiB'
               % (ours, none))
-    ctx.check(ours <= 1.1 * intree, 'with hints the source should send no '
-              'more than with the in-tree driver (+10 %%): %d / %d MiB'
-              % (ours, intree))
+    ctx.check(ours <= INTREE_MAX * intree, 'with hints the source should '
+              'send no more than with the in-tree driver (+%d %%): %d / %d '
+              'MiB' % (round(INTREE_MAX * 100 - 100), ours, intree))
 
 
 @test('hint_pressure', timeout=900, qemu='10.0')
@@ -131,8 +136,8 @@ def t_hint_pressure(ctx):
     with ctx.boot(balloon_opts=HINT_OPTS) as v:
         sum0 = prepare(ctx, v)
         oom0 = v.vmstat().get('oom_kill', 0)
-        start_program(v, 'p', 1200, delay=3)
-        info = v.migrate(bandwidth=96 * MiB)
+        start_program(v, 'p', 1200, delay=2)
+        info = v.migrate(bandwidth=32 * MiB)
         log('migrated %d MiB (%d MiB as normal pages) while a 1200 MiB '
             'program ran' % (info['ram']['transferred'] // MiB,
                              normal_mib(info)))
