@@ -6,7 +6,7 @@
  * are free, so it can leave them out of the copy: it publishes a command
  * ID in free_page_hint_cmd_id.  For each new ID the driver opens a round:
  * it sends the ID on the free page queue (a device-readable buffer), then
- * free memory as device-writable buffers, one 2 MiB block each, then the
+ * free memory as device-writable buffers, one 4 MiB block each, then the
  * STOP ID.  The host clears the blocks from the copy it is making; a page
  * the guest writes afterwards is caught by the host's dirty log as usual.
  *
