@@ -265,6 +265,7 @@ class VM:
         self.boot_time = None
         # (console, QEMU log) of the QEMUs this guest migrated away from.
         self._done_logs = []
+        self._gen = 0       # migrations so far (migrate())
         _install_term_handler()
         self.tmp = tempfile.mkdtemp(prefix='vb-vm.')
         try:
@@ -436,7 +437,7 @@ class VM:
         console and QEMU log stay part of console_text() and the saved
         logs.  Returns the source's last query-migrate answer (status
         'completed'; ram: transferred, normal, duplicate, ...)."""
-        self._gen = getattr(self, '_gen', 0) + 1
+        self._gen += 1
         new = {k: '%s.%d' % (p, self._gen) for k, p in self._paths.items()}
         mig = os.path.join(self.tmp, 'mig.%d.sock' % self._gen)
         args = []
@@ -461,10 +462,19 @@ class VM:
         try:
             self._launch(args + ['-incoming', 'unix:' + mig], lsock)
         except BaseException:
-            if self.proc is not src[0] and self.proc.poll() is None:
-                self.proc.kill()
-            self._sh_sock, self._qmp_sock, self._qmp_file = src[1:4]
+            # No destination: stop it and the source alike (the test
+            # fails either way); close() saves both halves' logs.
+            dst = self.proc
+            if dst is not src[0] and dst is not None and dst.poll() is None:
+                dst.kill()
+                dst.wait(10)
+            for f in src[1:4] + (src[5],):
+                try:
+                    f.close()
+                except OSError:
+                    pass
             self.proc = src[0]
+            self.close()
             raise
         self.qemu_args = args
         # The source's QMP, kept by hand for the migration itself.

@@ -8,7 +8,7 @@ import time
 
 from run import (test, log, TestSkip, RAM, parse_counters, start_program,
                  wait_program)
-from vm import MiB
+from vm import GiB, MiB
 
 HINT_OPTS = 'free-page-hint=on,iothread=io0'
 BUF_MIB = 64
@@ -40,18 +40,24 @@ def normal_mib(info):
     return ram.get('normal', 0) * ram.get('page-size', 4096) // MiB
 
 
+def hints_released(ctx, v):
+    """The driver's counters once no hinted block is held any more (the
+    host said DONE), or after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        s = ctx.vb_stats(v)
+        if not s.get('hint_held_pages') or time.monotonic() > deadline:
+            return s
+        time.sleep(0.5)
+
+
 def after_migration(ctx, v, sum0, what):
     """On the destination: the buffer is intact, no block is held any
     more (the host said DONE) and the memory is the guest's again."""
     sum1 = v.sh_ok('md5sum /tmp/buf').split()[0]
     ctx.check(sum1 == sum0, '%s: the %d MiB buffer changed in the '
               'migration: md5 %s -> %s' % (what, BUF_MIB, sum0, sum1))
-    deadline = time.monotonic() + 30
-    while True:
-        s = ctx.vb_stats(v)
-        if not s.get('hint_held_pages') or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    s = hints_released(ctx, v)
     ctx.check(s.get('hint_held_pages') == 0, '%s: expected every hinted '
               'block back after the migration, %d pages still held'
               % (what, s.get('hint_held_pages', -1)))
@@ -127,8 +133,11 @@ def t_hint_pressure(ctx):
     """Hints with pressure: while a migration's hinting round holds the
     guest's free memory, a program that needs 1200 MiB gets it (the
     shrinker sheds hinted blocks: hint_shed_pages > 0) and completes
-    without an OOM kill; the buffer arrives intact and every block is
-    back after the migration.  QEMU 10.0 only, as migrate_inflating: QEMU
+    without an OOM kill; it holds its memory until the migration is over
+    and then finds every page it wrote intact on the destination (a shed
+    block the host still counted as hinted would have been left behind);
+    the buffer arrives intact and every block is back after the
+    migration.  QEMU 10.0 only, as migrate_inflating: QEMU
     7.2 under TCG corrupts a guest that writes memory while it migrates.
     """
     if ctx.driver != 'vballoon':
@@ -136,12 +145,18 @@ def t_hint_pressure(ctx):
     with ctx.boot(balloon_opts=HINT_OPTS) as v:
         sum0 = prepare(ctx, v)
         oom0 = v.vmstat().get('oom_kill', 0)
-        start_program(v, 'p', 1200, delay=2)
+        start_program(v, 'p', 1200, delay=2, args='-U')
         info = v.migrate(bandwidth=32 * MiB)
         log('migrated %d MiB (%d MiB as normal pages) while a 1200 MiB '
             'program ran' % (info['ram']['transferred'] // MiB,
                              normal_mib(info)))
-        wait_program(ctx, v, 'p', 'the 1200 MiB program')
+        out = v.sh_ok('cat /tmp/p.out')
+        ctx.require('ok 1 - vb_touch' in out, 'the 1200 MiB program had '
+                    'not touched its memory when the migration ended: %r'
+                    % out.strip()[-200:])
+        v.sh_ok('killall -USR1 vb_touch')
+        wait_program(ctx, v, 'p', 'the 1200 MiB program, checking its '
+                     'memory on the destination')
         oom1 = v.vmstat().get('oom_kill', 0)
         ctx.check(oom1 == oom0, 'expected no OOM kill, oom_kill %d -> %d'
                   % (oom0, oom1))
@@ -203,6 +218,63 @@ def t_hint_rmmod(ctx):
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 120, 'deflate')
 
+
+@test('hint_inflating', timeout=900, qemu='10.0')
+def t_hint_inflating(ctx):
+    """A hinting round and an inflation at once: the balloon is told to
+    take 1 GiB and 0.3 s later a 64 MiB/s migration starts, so the
+    round's blocks and the balloon's pages come out of the same free
+    memory.  The migration completes; on the destination the balloon
+    reaches 1 GiB (query-balloon, current_kb and held_pages agree), the
+    round's blocks are all back, the buffer is intact and MemAvailable
+    is what lies outside the balloon; a deflation and a re-inflation on
+    the destination leave no more of the guest's RAM present in QEMU
+    than lies outside the balloon (+ 64 MiB), and after deflating the
+    guest touches 1 GiB."""
+    # Imported here: at the top it would register the migration tests
+    # before these.
+    from cases_migration import recycle_on_destination
+    if ctx.driver != 'vballoon':
+        raise TestSkip('vballoon counters only')
+    with ctx.boot(balloon_opts=HINT_OPTS) as v:
+        sum0 = prepare(ctx, v)
+        v.balloon(RAM - GiB)
+        time.sleep(0.3)
+        at_start = (RAM - v.query_balloon()) // MiB
+        info = v.migrate(bandwidth=64 * MiB)
+        log('migration started with %d MiB ballooned, sent %d MiB (%d MiB '
+            'as normal pages)' % (at_start, info['ram']['transferred'] //
+                                  MiB, normal_mib(info)))
+        ctx.check(at_start < 1024, 'the inflation was over before the '
+                  'migration began: nothing tested at once')
+        ctx.require(ctx.wait_balloon(v, RAM - GiB, 180, 'inflate on the '
+                                     'destination') is not None,
+                    'the inflation did not complete after the migration')
+        ctx.check_views(v, 'after the migration', want=GiB)
+        s = hints_released(ctx, v)
+        log('hint_rounds %d, hinted %d MiB, %d pages held'
+            % (s.get('hint_rounds', 0), s.get('hinted_pages', 0) // 256,
+               s.get('hint_held_pages', -1)))
+        ctx.check(s.get('hinted_pages', 0) > 0, 'no block was hinted: no '
+                  'round ran beside the inflation')
+        ctx.check(s.get('hint_held_pages') == 0, 'expected every hinted '
+                  'block back, %d pages still held'
+                  % s.get('hint_held_pages', -1))
+        sum1 = v.sh_ok('md5sum /tmp/buf').split()[0]
+        ctx.check(sum1 == sum0, 'the buffer changed: md5 %s -> %s'
+                  % (sum0, sum1))
+        avail = v.meminfo()['MemAvailable']
+        want = ctx.avail0_kb - (1024 + BUF_MIB + 96) * 1024
+        log('MemAvailable %d MiB with 1 GiB ballooned (%d at boot)'
+            % (avail // 1024, ctx.avail0_kb // 1024))
+        ctx.check(avail >= want, 'MemAvailable %d MiB, expected at least '
+                  'boot less the balloon, the buffer and 96 MiB (%d MiB)'
+                  % (avail // 1024, want // 1024))
+        recycle_on_destination(ctx, v, GiB, 'hinting and inflating')
+        v.balloon(RAM)
+        ctx.wait_balloon(v, RAM, 120, 'deflate')
+        ctx.require(ctx.touch_most(v, 1024), 'memory not usable after the '
+                    'deflation')
 
 
 @test('hint_poison', timeout=600, qemu='10.0')

@@ -6,7 +6,7 @@ and arrives whole."""
 import contextlib
 import time
 
-from run import (test, log, TestSkip, RAM, start_program,
+from run import (test, log, TestSkip, TestFail, RAM, start_program,
                  wait_program)
 from vm import GiB, MiB
 
@@ -30,7 +30,10 @@ def touched_guest(ctx):
 
 def present_mib(v):
     """MiB of the guest's RAM present in the QEMU that runs it."""
-    return len(v.resident_pages(v.guest_ram_addr())) * 4096 // MiB
+    addr = v.guest_ram_addr()
+    if addr is None:
+        raise TestFail('guest RAM mapping not found in QEMU')
+    return len(v.resident_pages(addr)) * 4096 // MiB
 
 
 def recycle_on_destination(ctx, v, ballooned, what):
@@ -56,16 +59,12 @@ def recycle_on_destination(ctx, v, ballooned, what):
 def check_resident(ctx, v, ballooned, what):
     """The host's eyes: of the guest's RAM in QEMU (pagemap), no more
     than what is outside the balloon (+ 64 MiB) is present."""
-    addr = v.guest_ram_addr()
-    ctx.require(addr is not None, '%s: guest RAM mapping not found in '
-                'QEMU' % what)
-    res = len(v.resident_pages(addr)) * 4096
+    res = present_mib(v)
+    outside = (v.mem_bytes - ballooned) // MiB
     log('%s: %d MiB of the guest\'s RAM present in QEMU (pagemap), %d MiB '
-        'outside the balloon' % (what, res // MiB,
-                                 (v.mem_bytes - ballooned) // MiB))
-    ctx.check(res <= v.mem_bytes - ballooned + 64 * MiB, '%s: expected at '
-              'most %d MiB of guest RAM present in QEMU, got %d MiB'
-              % (what, (v.mem_bytes - ballooned) // MiB + 64, res // MiB))
+        'outside the balloon' % (what, res, outside))
+    ctx.check(res <= outside + 64, '%s: expected at most %d MiB of guest '
+              'RAM present in QEMU, got %d MiB' % (what, outside + 64, res))
 
 
 @test('migrate_ballooned', timeout=900)

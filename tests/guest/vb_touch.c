@@ -3,11 +3,14 @@
  * vb_touch - map anonymous memory, touch every page with a pattern, verify
  * it, optionally hold the memory, then release it.
  *
- *   vb_touch -m MiB [-s seconds|-s -1] [-p seed] [-n] [-H] [-r rounds]
+ *   vb_touch -m MiB [-s seconds|-s -1|-U] [-p seed] [-n] [-H] [-r rounds]
  *            [-N node] [-F] [-l]
  *
  *   -m  size in MiB (required)
- *   -s  hold the touched memory this many seconds (-1: until killed)
+ *   -s  hold the touched memory this many seconds (-1: until killed),
+ *       then check the pattern again
+ *   -U  hold it until SIGUSR1, then check the pattern again (a test can
+ *       check memory written before a migration on its destination)
  *   -p  pattern seed (default 1)
  *   -n  no hugepages: madvise(MADV_NOHUGEPAGE) the mapping
  *   -H  madvise(MADV_HUGEPAGE) the mapping
@@ -79,7 +82,7 @@ static size_t check(const unsigned char *p, size_t pages, uint64_t seed)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: vb_touch -m MiB [-s seconds] [-p seed] [-n|-H] [-r rounds] [-N node] [-F] [-l]\n");
+		"usage: vb_touch -m MiB [-s seconds|-U] [-p seed] [-n|-H] [-r rounds] [-N node] [-F] [-l]\n");
 	exit(3);
 }
 
@@ -87,12 +90,13 @@ int main(int argc, char **argv)
 {
 	long mib = -1, hold = 0, rounds = 1, node = -1;
 	uint64_t seed = 1;
-	int nohuge = 0, huge = 0, scatter = 0, lock = 0, c;
+	int nohuge = 0, huge = 0, scatter = 0, lock = 0, usr1 = 0, c, sig;
 	size_t len, pages, bad;
+	sigset_t set;
 	unsigned char *p;
 	double t0, t1;
 
-	while ((c = getopt(argc, argv, "m:s:p:nHr:N:Fl")) != -1) {
+	while ((c = getopt(argc, argv, "m:s:p:nHr:N:FlU")) != -1) {
 		switch (c) {
 		case 'm': mib = strtol(optarg, NULL, 0); break;
 		case 's': hold = strtol(optarg, NULL, 0); break;
@@ -103,11 +107,17 @@ int main(int argc, char **argv)
 		case 'N': node = strtol(optarg, NULL, 0); break;
 		case 'F': scatter = 1; break;
 		case 'l': lock = 1; break;
+		case 'U': usr1 = 1; break;
 		default: usage();
 		}
 	}
-	if (mib <= 0 || rounds <= 0 || node >= 64)
+	if (mib <= 0 || rounds <= 0 || node >= 64 || (usr1 && hold))
 		usage();
+	/* Blocked from the start: a signal sent early waits for sigwait(). */
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	if (usr1)
+		sigprocmask(SIG_BLOCK, &set, NULL);
 	if (node >= 0) {
 		unsigned long mask = 1UL << node;
 
@@ -164,8 +174,11 @@ int main(int argc, char **argv)
 		for (;;)
 			pause();
 	}
-	if (hold > 0) {
-		sleep(hold);
+	if (hold > 0 || usr1) {
+		if (usr1)
+			sigwait(&set, &sig);
+		else
+			sleep(hold);
 		if (!scatter && check(p, pages, seed + rounds - 1)) {
 			printf("not ok 2 - vb_touch pattern changed while held\n");
 			return 2;
