@@ -223,6 +223,36 @@ def node_offline(v, ranges):
     return sum(kpf(v, s, n)[0] for s, n in ranges)
 
 
+def touch_node1(ctx, v, n1, b1, mib):
+    """Run a program bound to node 1 that touches @mib MiB, with the
+    balloon holding @b1 pages of node 1 (PFN ranges @n1): it exits 0,
+    nothing is OOM-killed, and the balloon gives back pages of node 1.
+    Returns how the OOM and pressure counters moved."""
+    s0 = ctx.vb_stats(v)
+    oom0 = v.vmstat().get('oom_kill', 0)
+    t0 = time.monotonic()
+    rc, out = v.sh('vb_touch -m %d -N 1' % mib, timeout=400)
+    log('vb_touch -m %d -N 1: rc %d in %.1f s: %s'
+        % (mib, rc, time.monotonic() - t0, out.strip()[-200:]))
+    oom1 = v.vmstat().get('oom_kill', 0)
+    s1 = ctx.vb_stats(v)
+    b1_after = node_offline(v, n1)
+    d = {k: s1[k] - s0[k] for k in ('oom_deflations', 'oom_pages',
+                                    'pressure_pages',
+                                    'floor_deflated_pages')}
+    log('counters: %s; node 1 balloon pages %d -> %d MiB'
+        % (' '.join('%s=+%d' % kv for kv in d.items()),
+           b1 * PAGE // MiB, b1_after * PAGE // MiB))
+    ctx.check(rc == 0, 'vb_touch bound to node 1: expected rc 0, got '
+              '%d: %s' % (rc, out.strip()[-200:]))
+    ctx.check(oom1 == oom0, 'expected no OOM kill, oom_kill went %d '
+              '-> %d' % (oom0, oom1))
+    ctx.check(b1_after < b1, 'expected the balloon to give back pages '
+              'of node 1, it held %d MiB there before and %d MiB after'
+              % (b1 * PAGE // MiB, b1_after * PAGE // MiB))
+    return d
+
+
 @test('numa_bound_oom', timeout=900)
 def t_numa_bound_oom(ctx):
     """Two 1 GiB NUMA nodes, DEFLATE_ON_OOM, a 1.2 GiB balloon: a program
@@ -248,30 +278,9 @@ def t_numa_bound_oom(ctx):
                     'inflate to 1.2 GiB did not complete')
         n1 = node_pfns(v, 1)
         b1 = node_offline(v, n1)
-        s0 = ctx.vb_stats(v)
-        oom0 = v.vmstat().get('oom_kill', 0)
         log('balloon %d MiB, %d MiB of it on node 1'
             % (ballooned_pages(v) * PAGE // MiB, b1 * PAGE // MiB))
-        t0 = time.monotonic()
-        rc, out = v.sh('vb_touch -m 700 -N 1', timeout=400)
-        log('vb_touch -m 700 -N 1: rc %d in %.1f s: %s'
-            % (rc, time.monotonic() - t0, out.strip()[-200:]))
-        oom1 = v.vmstat().get('oom_kill', 0)
-        s1 = ctx.vb_stats(v)
-        b1_after = node_offline(v, n1)
-        d = {k: s1[k] - s0[k] for k in ('oom_deflations', 'oom_pages',
-                                        'pressure_pages',
-                                        'floor_deflated_pages')}
-        log('counters: %s; node 1 balloon pages %d -> %d MiB'
-            % (' '.join('%s=+%d' % kv for kv in d.items()),
-               b1 * PAGE // MiB, b1_after * PAGE // MiB))
-        ctx.check(rc == 0, 'vb_touch bound to node 1: expected rc 0, got '
-                  '%d: %s' % (rc, out.strip()[-200:]))
-        ctx.check(oom1 == oom0, 'expected no OOM kill, oom_kill went %d '
-                  '-> %d' % (oom0, oom1))
-        ctx.check(b1_after < b1, 'expected the balloon to give back pages '
-                  'of node 1, it held %d MiB there before and %d MiB after'
-                  % (b1 * PAGE // MiB, b1_after * PAGE // MiB))
+        touch_node1(ctx, v, n1, b1, 700)
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 120, 'deflate')
 
@@ -334,23 +343,7 @@ def t_numa_oom_notifier(ctx):
         ctx.require(avail - mib * 1024 > max(floor, reserve) + 128 * 1024,
                     'set-up: MemAvailable %d MiB leaves no margin above the '
                     'floor once %d MiB are used' % (avail // 1024, mib))
-        s0 = ctx.vb_stats(v)
-        oom0 = v.vmstat().get('oom_kill', 0)
-        rc, out = v.sh('vb_touch -m %d -N 1' % mib, timeout=400)
-        log('vb_touch -m %d -N 1: rc %d: %s' % (mib, rc, out.strip()[-200:]))
-        oom1 = v.vmstat().get('oom_kill', 0)
-        s1 = ctx.vb_stats(v)
-        b1_after = node_offline(v, n1)
-        d = {k: s1[k] - s0[k] for k in ('oom_deflations', 'oom_pages',
-                                        'pressure_pages',
-                                        'floor_deflated_pages')}
-        log('counters: %s; node 1 balloon pages %d -> %d MiB'
-            % (' '.join('%s=+%d' % kv for kv in d.items()),
-               b1 * PAGE // MiB, b1_after * PAGE // MiB))
-        ctx.check(rc == 0, 'vb_touch bound to node 1: expected rc 0, got '
-                  '%d: %s' % (rc, out.strip()[-200:]))
-        ctx.check(oom1 == oom0, 'expected no OOM kill, oom_kill went %d '
-                  '-> %d' % (oom0, oom1))
+        d = touch_node1(ctx, v, n1, b1, mib)
         ctx.check(d['oom_pages'] > 0, 'expected the OOM notifier to give '
                   'pages back, oom_pages did not move')
         # pressure_pages counts the notifier's pages too.
@@ -360,9 +353,6 @@ def t_numa_oom_notifier(ctx):
                   'guest as a whole was not short): shrinker pages +%d, '
                   'floor_deflated_pages +%d'
                   % (shrunk, d['floor_deflated_pages']))
-        ctx.check(b1_after < b1, 'expected the balloon to give back pages '
-                  'of node 1, it held %d MiB there before and %d MiB after'
-                  % (b1 * PAGE // MiB, b1_after * PAGE // MiB))
         v.balloon(RAM)
         ctx.wait_balloon(v, RAM, 120, 'deflate')
 
