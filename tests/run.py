@@ -1203,6 +1203,10 @@ class Runner:
         signal.alarm(t['timeout'])
         try:
             t['func'](ctx)
+            # Every test drives a guest: one that returns having booted
+            # none tested nothing (a helper registered as the test, say).
+            if not ctx.nboot:
+                raise TestFail('the test booted no guest')
         except TestSkip as e:
             skip = str(e)
         except TestFail as e:
