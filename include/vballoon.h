@@ -83,10 +83,22 @@ struct vb_req {
 	unsigned int nr_pfns;		/* 4 KiB PFNs in pfns[] */
 	bool inflate;
 	bool chunk;
+	/* Where the request's time went, for the engine's counters. */
+	u64 alloc_ns;			/* allocating its pages */
+	u64 submit_ns;			/* adding it to the ring, notifying */
 	/* Guarded by vballoon.vq_lock. */
 	enum vb_req_state state;
 	unsigned int elems;		/* elements the host still holds */
 	__virtio32 pfns[VB_PFNS_PER_REQ];
+};
+
+/* Where the worker's time moving the balloon went. */
+struct vb_move_time {
+	u64 alloc_ns;		/* allocating pages (zeroing them included) */
+	u64 fill_ns;		/* filling requests, allocation included */
+	u64 submit_ns;		/* adding requests to the ring, notifying */
+	u64 wait_ns;		/* waiting for the host to answer */
+	u64 reap_ns;		/* accounting answered requests */
 };
 
 /* Counters for debugfs.  Written under vballoon.lock, read racily. */
@@ -114,6 +126,7 @@ struct vb_counters {
 	u64 migrate_busy;
 	u64 inflate_ns;
 	u64 deflate_ns;
+	struct vb_move_time time[2];	/* [0] deflate, [1] inflate */
 };
 
 /* The pressure policy's state.  Guarded by vballoon.lock. */

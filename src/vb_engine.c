@@ -29,6 +29,7 @@
 #include <linux/mm.h>
 #include <linux/scatterlist.h>
 #include <linux/sched.h>
+#include <linux/sched/clock.h>
 #include <linux/slab.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
@@ -66,8 +67,11 @@ static unsigned long vb_move_from(struct vballoon *vb, bool inflate,
 	unsigned long queued = 0, moved = 0, progress = jiffies;
 	unsigned int seq = READ_ONCE(vb->policy.seq), inflight;
 	ktime_t start = ktime_get();
+	struct vb_move_time tm = {};
+	struct vb_move_time *sum;
 	struct vb_req *req;
 	bool failed = false;
+	u64 t0;
 	int err;
 
 	if (inflate)
@@ -77,26 +81,34 @@ static unsigned long vb_move_from(struct vballoon *vb, bool inflate,
 			break;
 		if (inflate && vb_policy_inflate_paused(vb, seq))
 			break;
+		t0 = local_clock();
 		moved += vb_reap(vb);
+		tm.reap_ns += local_clock() - t0;
 		req = vb_idle_req(vb);
 		if (!req) {
 			/* A host that stops answering ends a drain. */
 			if (!stoppable &&
 			    time_after(jiffies, progress + VB_DRAIN_TIMEOUT))
 				break;
+			t0 = local_clock();
 			vb_wait_reqs(vb, VB_NR_REQS, VB_ACK_POLL, stoppable);
+			tm.wait_ns += local_clock() - t0;
 			continue;
 		}
 		progress = jiffies;
 		vb_req_reset(req, inflate);
+		t0 = local_clock();
 		if (inflate)
 			failed = vb_fill_inflate(vb, req, want - queued);
 		else
 			vb_fill_deflate(vb, req, want - queued, chunks,
 					singles);
+		tm.fill_ns += local_clock() - t0;
+		tm.alloc_ns += req->alloc_ns;
 		if (!req->nr_pages)
 			break;
 		err = vb_submit(vb, req);
+		tm.submit_ns += req->submit_ns;
 		if (err) {
 			vb_unfill(vb, req);
 			/* A full ring drains as the host answers; else give up. */
@@ -109,16 +121,22 @@ static unsigned long vb_move_from(struct vballoon *vb, bool inflate,
 			 * requests run out, and retrying at once would only
 			 * allocate and free the same pages in a loop.
 			 */
+			t0 = local_clock();
 			vb_wait_reqs(vb, inflight, VB_ACK_POLL, stoppable);
+			tm.wait_ns += local_clock() - t0;
 			continue;
 		}
 		queued += req->nr_pages;
 		cond_resched();
 	}
 	/* Wait for the whole batch; a drain waits a bounded time. */
+	t0 = local_clock();
 	vb_wait_reqs(vb, 1, stoppable ? MAX_SCHEDULE_TIMEOUT : VB_DRAIN_TIMEOUT,
 		     stoppable);
+	tm.wait_ns += local_clock() - t0;
+	t0 = local_clock();
 	moved += vb_reap(vb);
+	tm.reap_ns += local_clock() - t0;
 	if (inflate)
 		WRITE_ONCE(vb->inflating, false);
 
@@ -127,6 +145,12 @@ static unsigned long vb_move_from(struct vballoon *vb, bool inflate,
 		vb->stats.inflate_ns += ktime_to_ns(ktime_sub(ktime_get(), start));
 	else
 		vb->stats.deflate_ns += ktime_to_ns(ktime_sub(ktime_get(), start));
+	sum = &vb->stats.time[inflate];
+	sum->alloc_ns += tm.alloc_ns;
+	sum->fill_ns += tm.fill_ns;
+	sum->submit_ns += tm.submit_ns;
+	sum->wait_ns += tm.wait_ns;
+	sum->reap_ns += tm.reap_ns;
 	spin_unlock(&vb->lock);
 	if (inflate)
 		trace_vballoon_inflate(want, moved, READ_ONCE(vb->nr_held),

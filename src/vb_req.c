@@ -15,6 +15,7 @@
 #include <linux/mm.h>
 #include <linux/scatterlist.h>
 #include <linux/sched.h>
+#include <linux/sched/clock.h>
 #include <linux/slab.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
@@ -101,6 +102,8 @@ void vb_req_reset(struct vb_req *req, bool inflate)
 	req->nr_pfns = 0;
 	req->chunk = false;
 	req->inflate = inflate;
+	req->alloc_ns = 0;
+	req->submit_ns = 0;
 }
 
 /*
@@ -148,6 +151,7 @@ bool vb_fill_inflate(struct vballoon *vb, struct vb_req *req,
 	unsigned long big = 0;
 	bool failed = false, probe = false;
 	struct page *page;
+	u64 t0;
 
 	WRITE_ONCE(vb->inflater, current);
 	if (want >= VB_CHUNK_PAGES && time_after_eq(jiffies, vb->chunk_retry)) {
@@ -161,7 +165,9 @@ bool vb_fill_inflate(struct vballoon *vb, struct vb_req *req,
 	if (want >= VB_CHUNK_PAGES && time_after_eq(jiffies, vb->chunk_retry) &&
 	    !probe && vb_policy_take() == VB_TAKE_CHUNK &&
 	    vb_policy_may_take(vb, VB_CHUNK_PAGES, VB_CHUNK_ORDER)) {
+		t0 = local_clock();
 		page = alloc_pages(VB_GFP_CHUNK, VB_CHUNK_ORDER);
+		req->alloc_ns += local_clock() - t0;
 		if (page && vb_req_add(vb, req, page, VB_CHUNK_ORDER)) {
 			req->chunk = true;
 			goto out;
@@ -179,7 +185,9 @@ bool vb_fill_inflate(struct vballoon *vb, struct vb_req *req,
 	if (probe)
 		big = vb_policy_big_free();
 	while (req->nr_pages < room) {
+		t0 = local_clock();
 		page = alloc_page(VB_GFP_PAGE);
+		req->alloc_ns += local_clock() - t0;
 		if (page && vb_req_add(vb, req, page, 0))
 			continue;
 		if (page)
@@ -288,6 +296,7 @@ int vb_submit(struct vballoon *vb, struct vb_req *req)
 	struct virtqueue *vq = req->inflate ? vb->inflate_vq : vb->deflate_vq;
 	struct scatterlist sg[VB_DESCS_PER_REQ];
 	unsigned int i, n = DIV_ROUND_UP(req->nr_pfns, VB_PFNS_PER_DESC);
+	u64 t0 = local_clock();
 	bool notify = false;
 	int err = 0;
 
@@ -334,6 +343,7 @@ int vb_submit(struct vballoon *vb, struct vb_req *req)
 	 */
 	if (notify)
 		virtqueue_notify(vq);
+	req->submit_ns += local_clock() - t0;
 	if (req->elems)
 		return 0;
 	return vb_broken(vb) ? -EIO : err;

@@ -148,6 +148,22 @@ void vb_stats_start(struct vballoon *vb)
 
 static struct dentry *vb_debugfs_root;
 
+/* Where the worker's time in one direction went, in microseconds. */
+static void vb_stats_show_time(struct seq_file *m, const char *dir,
+			       const struct vb_move_time *t)
+{
+	seq_printf(m, "%s_alloc_us %llu\n", dir,
+		   div_u64(t->alloc_ns, NSEC_PER_USEC));
+	seq_printf(m, "%s_fill_us %llu\n", dir,
+		   div_u64(t->fill_ns, NSEC_PER_USEC));
+	seq_printf(m, "%s_submit_us %llu\n", dir,
+		   div_u64(t->submit_ns, NSEC_PER_USEC));
+	seq_printf(m, "%s_wait_us %llu\n", dir,
+		   div_u64(t->wait_ns, NSEC_PER_USEC));
+	seq_printf(m, "%s_reap_us %llu\n", dir,
+		   div_u64(t->reap_ns, NSEC_PER_USEC));
+}
+
 static int vb_stats_show(struct seq_file *m, void *unused)
 {
 	struct vballoon *vb = m->private;
@@ -211,6 +227,8 @@ static int vb_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "holdoff_remaining_ms %u\n", jiffies_to_msecs(holdoff_left));
 	seq_printf(m, "inflate_ms %llu\n", div_u64(c.inflate_ns, NSEC_PER_MSEC));
 	seq_printf(m, "deflate_ms %llu\n", div_u64(c.deflate_ns, NSEC_PER_MSEC));
+	vb_stats_show_time(m, "inflate", &c.time[1]);
+	vb_stats_show_time(m, "deflate", &c.time[0]);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(vb_stats);
