@@ -239,8 +239,10 @@ def t_restore_fail_nth(ctx):
     freeze, its restore and the resume path.  Each write fails with a
     clean errno or succeeds; a restore that failed is reported, and a
     plain cycle then brings the balloon back; a restore that fell back to
-    fewer interrupt vectors (MSI-X per queue, shared, INTx) is logged; the
-    walk must have failed or degraded the restore at least once.
+    fewer interrupt vectors (MSI-X per queue, shared, INTx) must work: the
+    first time in each such mode the balloon inflates 32 MiB and deflates
+    back; the walk must have failed or degraded the restore at least
+    once.
     Afterwards the balloon is back at its size, inflates and deflates as
     the host asks (query-balloon, current_kb and held_pages agree, and
     QEMU RSS falls by the 512 MiB inflated, memory the guest touched
@@ -288,6 +290,14 @@ def t_restore_fail_nth(ctx):
                               'failing: the balloon did not resume' % n)
                 else:
                     mode = irq_mode(v, dev)
+                    if mode != mode0 and mode not in degraded:
+                        # The first time in this mode: the balloon moves.
+                        v.balloon(RAM - 96 * MiB)
+                        ctx.wait_balloon(v, RAM - 96 * MiB, 120, 'inflate '
+                                         'with %s interrupts' % mode)
+                        v.balloon(RAM - 64 * MiB)
+                        ctx.wait_balloon(v, RAM - 64 * MiB, 120, 'deflate '
+                                         'with %s interrupts' % mode)
                     if mode != mode0:
                         degraded.setdefault(mode, []).append(n)
                 if m.group(3) == '0':
