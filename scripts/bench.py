@@ -39,11 +39,11 @@ resident   once per kernel and driver (not with --quick), the cycle's
 QEMU       cycle and ioa0 run on every QEMU of --qemu (the first only with
            --quick); pressure, resident, hugepage on the first; migrate on
            10.0.
-migrate    once per kernel and driver (not with --quick), on QEMU 10.0: a
-           guest that touched most of its RAM and freed it migrates at
-           128 MiB/s with free-page-hint=on (and, for vballoon, once more
-           without it); the RAM bytes the source sent (query-migrate's
-           transferred).
+migrate    --migrate-reps times per kernel and driver (default 3, ABBA;
+           not with --quick), on QEMU 10.0: a guest that touched most of
+           its RAM and freed it migrates at 128 MiB/s with
+           free-page-hint=on (and, for vballoon, once more without it);
+           the RAM bytes the source sent (query-migrate's transferred).
 
 Writes DIR/raw.csv (one row per measurement), DIR/bench.csv (median, min,
 max per kernel, QEMU, driver and metric, with the vballoon/in-tree ratio of the
@@ -756,8 +756,9 @@ class Bench:
             print('hugepage-backed: skipped: %s' % reason)
 
     # ------------------------------------------------------------------
-    def run_migrate(self, kname, kver, driver, hints=True):
-        name = '%s-migrate-%s%s' % (kname, driver, '' if hints else '-nohint')
+    def run_migrate(self, kname, kver, driver, rep, hints=True):
+        name = '%s-migrate-%s%s-r%d' % (kname, driver,
+                                        '' if hints else '-nohint', rep)
         vm = self.boot(kname, driver, name, qemu=MIGRATE_QEMU,
                        balloon_opts=HINT_OPTS if hints else '')
         try:
@@ -771,7 +772,7 @@ class Bench:
             t0 = time.monotonic()
             info = vm.migrate(bandwidth=MIGRATE_BW)
             sent = info['ram']['transferred'] / MiB
-            self.record(kname, driver, 0, 'migrate_mib' if hints
+            self.record(kname, driver, rep, 'migrate_mib' if hints
                         else 'migrate_nohint_mib', sent)
             bad = self.console_problems(vm)
             if bad:
@@ -825,14 +826,25 @@ class Bench:
                                  MIGRATE_QEMU in self.qemus):
                 continue
             migrated.add(k)
-            for driver in DRIVERS:
-                self.guarded('%s migrate %s' % (kname, driver),
-                             self.run_migrate, kname, kver, driver)
+            for rep in range(self.args.migrate_reps):
+                order = DRIVERS if rep % 2 == 0 else DRIVERS[::-1]
+                for driver in order:
+                    self.guarded('%s migrate %s r%d' % (kname, driver, rep),
+                                 self.run_migrate, kname, kver, driver, rep)
             self.guarded('%s migrate vballoon, no hints' % kname,
-                         self.run_migrate, kname, kver, 'vballoon', False)
+                         self.run_migrate, kname, kver, 'vballoon', 0, False)
         self.hugepage_all()
 
     # ------------------------------------------------------------------
+    def migrate_pairs(self, kname):
+        """vballoon/in-tree bytes sent, per repetition of both."""
+        by = {}
+        for r in self.raw:
+            if r['kernel'] == kname and r['metric'] == 'migrate_mib':
+                by.setdefault(r['rep'], {})[r['driver']] = r['value']
+        return [d['vballoon'] / d['inkernel'] for _, d in sorted(by.items())
+                if d.get('inkernel') and 'vballoon' in d]
+
     def values(self, kname, driver, metric):
         return [r['value'] for r in self.raw if r['kernel'] == kname and
                 r['driver'] == driver and r['metric'] == metric]
@@ -1026,6 +1038,11 @@ class Bench:
                       'MiB; want <= 1.1)' % (mv, mv / mn, mn, mv / mk, mk))
             elif self.conf[kname][2] == MIGRATE_QEMU:
                 check(kname, None, 'migrated bytes with hints: not measured')
+            pairs = self.migrate_pairs(kname)
+            if pairs:
+                lines.append('  [info] %s: hinted migration, vballoon/in-tree '
+                             'sent per repetition: %s' % (kname, ', '.join(
+                                 '%.2f' % r for r in pairs)))
             rr = m('vballoon', 'rss_returned_ratio')
             if rr is not None:
                 check(kname, rr >= 0.98,
@@ -1218,6 +1235,9 @@ def main():
                     help='results directory (default build/bench; '
                     'build/bench/quick with --quick, so a smoke run never '
                     'overwrites a full one)')
+    ap.add_argument('--migrate-reps', type=int, default=3,
+                    help='hinted migrations per kernel and driver '
+                    '(default 3)')
     ap.add_argument('--no-pressure', action='store_true')
     ap.add_argument('--no-hugepage', action='store_true')
     ap.add_argument('--no-diag', action='store_true',
@@ -1230,6 +1250,8 @@ def main():
         args.reps = 1 if args.quick else 5
     if args.reps < 1:
         ap.error('--reps must be at least 1')
+    if args.migrate_reps < 1:
+        ap.error('--migrate-reps must be at least 1')
 
     env = load_kernels_env()
     names = [n.strip() for n in args.kernels.split(',') if n.strip()]
