@@ -184,10 +184,10 @@ bool vb_fill_inflate(struct vballoon *vb, struct vb_req *req,
 		goto out;
 	if (probe)
 		big = vb_policy_big_free();
+	/* Timed per request (noting PFNs included), not per page. */
+	t0 = local_clock();
 	while (req->nr_pages < room) {
-		t0 = local_clock();
 		page = alloc_page(VB_GFP_PAGE);
-		req->alloc_ns += local_clock() - t0;
 		if (page && vb_req_add(vb, req, page, 0))
 			continue;
 		if (page)
@@ -198,6 +198,7 @@ bool vb_fill_inflate(struct vballoon *vb, struct vb_req *req,
 		failed = true;
 		break;
 	}
+	req->alloc_ns += local_clock() - t0;
 	/*
 	 * These pages broke up a free 2 MiB block: no holes left to fill.
 	 * A failed allocation says no more about holes, only that single
