@@ -18,11 +18,12 @@ also runs on KDBG, where any KASAN, lockdep, UBSAN, KFENCE, ODEBUG or
 DEBUG_VM line on the console fails it (scripts/vm.py BAD_CONSOLE).
 """
 
+import os
 import re
 import time
 
 from run import (test, log, TestSkip, TestFail, RAM, exact_free_kb,
-                 check_no_leak)
+                 check_no_leak, traced_pfns)
 from vm import GiB, MiB
 
 KMEMLEAK = '/sys/kernel/debug/kmemleak'
@@ -121,6 +122,40 @@ def t_kmemleak(ctx):
         unload_no_leak(ctx, v, f0, 'rmmod')
 
 
+def fail_nth(ctx, v, n, path, value, what, errnos):
+    """Write value to path with the Nth fallible call of the write failing
+    (the guest's vb_failnth).  A failed write must fail with a clean errno;
+    errnos counts them by name.  Returns the write's return code and
+    whether the write reached its Nth call (when not, the walk is over)."""
+    out = v.sh_ok('vb_failnth %d %s %s' % (n, path, value), 120)
+    m = re.search(r'rc=(-?\d+) errno=(\S+) injected=(\d)', out)
+    ctx.require(m, 'vb_failnth %d: unexpected output %r'
+                % (n, out.strip()[-200:]))
+    rc, err = int(m.group(1)), m.group(2)
+    if rc != 0:
+        errnos[err] = errnos.get(err, 0) + 1
+        ctx.check(err in CLEAN_ERRNOS, '%s with call %d failing: expected '
+                  'a clean errno, got %s' % (what, n, err))
+    return rc, m.group(3) != '0'
+
+
+def check_host_took(ctx, v, trace, at, size, what):
+    """The host's eyes on an inflation by size bytes: QEMU's trace of
+    virtio_balloon_handle_output from byte offset at on names that many
+    distinct pages, and QEMU's pagemap holds memory for none of them."""
+    time.sleep(0.3)
+    pfns = traced_pfns(trace, at)
+    addr = v.guest_ram_addr()
+    ctx.require(addr is not None, '%s: guest RAM not found in QEMU\'s '
+                'mappings' % what)
+    kept = pfns & v.resident_pages(addr)
+    log('%s: QEMU traced %d pages, %d still resident'
+        % (what, len(pfns), len(kept)))
+    ctx.check(len(pfns) == size >> 12 and not kept, '%s: expected QEMU to '
+              'take %d pages and hold none of them, traced %d, %d still '
+              'resident' % (what, size >> 12, len(pfns), len(kept)))
+
+
 def expect_irq_proc_warning(ctx):
     """Where the balloon has MSI-X (QEMU 10.0), find_vqs gives its
     vectors /proc/irq/N entries: register_irq_proc() does not check its
@@ -156,27 +191,19 @@ def t_probe_fail_nth(ctx):
         v.sh_ok('echo %s > %s/unbind' % (dev, BIND))
         failed, bound, n = {}, 0, 0
         for n in range(1, MAX_NTH + 1):
-            out = v.sh_ok('vb_failnth %d %s/bind %s' % (n, BIND, dev), 120)
-            m = re.search(r'n=(\d+) rc=(-?\d+) errno=(\S+) injected=(\d)',
-                          out)
-            ctx.require(m, 'vb_failnth %d: unexpected output %r'
-                        % (n, out.strip()[-200:]))
-            rc, err, injected = int(m.group(2)), m.group(3), m.group(4)
+            rc, reached = fail_nth(ctx, v, n, BIND + '/bind', dev, 'bind',
+                                   failed)
             is_bound = v.sysfs_dir() is not None
             if rc != 0:
-                failed[err] = failed.get(err, 0) + 1
-                ctx.check(err in CLEAN_ERRNOS, 'bind with call %d failing: '
-                          'expected a clean errno, got %s' % (n, err))
                 ctx.check(not is_bound, 'bind with call %d failing: '
-                          'failed with %s but the device is bound'
-                          % (n, err))
+                          'failed but the device is bound' % n)
             else:
                 bound += 1
                 ctx.check(is_bound, 'bind with call %d failing: '
                           'succeeded but the device is not bound' % n)
             if is_bound:
                 v.sh_ok('echo %s > %s/unbind' % (dev, BIND))
-            if injected == '0':
+            if not reached:
                 break
         else:
             ctx.check(False, 'bind still reached its %dth fallible call'
@@ -240,16 +267,20 @@ def t_restore_fail_nth(ctx):
     clean errno or succeeds; a restore that failed is reported, and a
     plain cycle then brings the balloon back; a restore that fell back to
     fewer interrupt vectors (MSI-X per queue, shared, INTx) must work: the
-    first time in each such mode the balloon inflates 32 MiB and deflates
-    back; the walk must have failed or degraded the restore at least
-    once.
+    first time in each such mode the balloon inflates 32 MiB (the three
+    views agree; QEMU's trace names 8192 pages and its pagemap holds none
+    of them) and deflates back; the walk must have failed or degraded the
+    restore at least once.
     Afterwards the balloon is back at its size, inflates and deflates as
     the host asks (query-balloon, current_kb and held_pages agree, and
     QEMU RSS falls by the 512 MiB inflated, memory the guest touched
     first), and rmmod leaves no kmemleak report and free memory back to
     the page."""
     expect_irq_proc_warning(ctx)
-    with ctx.boot() as v:
+    trace = os.path.join(ctx.runner.tmp, 'restore-fail-nth.trace')
+    with ctx.boot(extra_qemu_args=[
+            '-trace', 'enable=virtio_balloon_handle_output,file=' +
+            trace]) as v:
         # Touched first, so that the host has something to get back.
         ctx.touch(v, 768)
         rss0 = v.rss_kib()
@@ -273,15 +304,8 @@ def t_restore_fail_nth(ctx):
         errnos, failed, degraded, n = {}, [], {}, 0
         try:
             for n in range(1, MAX_NTH + 1):
-                out = v.sh_ok('vb_failnth %d /sys/power/state mem' % n, 120)
-                m = re.search(r'rc=(-?\d+) errno=(\S+) injected=(\d)', out)
-                ctx.require(m, 'vb_failnth %d: unexpected output %r'
-                            % (n, out.strip()[-200:]))
-                if m.group(1) != '0':
-                    errnos[m.group(2)] = errnos.get(m.group(2), 0) + 1
-                    ctx.check(m.group(2) in CLEAN_ERRNOS, 'suspend with call '
-                              '%d failing: expected a clean errno, got %s'
-                              % (n, m.group(2)))
+                _, reached = fail_nth(ctx, v, n, '/sys/power/state', 'mem',
+                                      'suspend', errnos)
                 if mine in v.sh_ok('dmesg -c'):
                     failed.append(n)
                     v.sh_ok('echo mem > /sys/power/state')
@@ -291,16 +315,25 @@ def t_restore_fail_nth(ctx):
                 else:
                     mode = irq_mode(v, dev)
                     if mode != mode0 and mode not in degraded:
-                        # The first time in this mode: the balloon moves.
+                        # The first time in this mode: the balloon moves,
+                        # once back at 64 MiB (the freeze gave all back).
+                        ctx.wait_balloon(v, RAM - 64 * MiB, 120, 'balloon '
+                                         'back with %s interrupts' % mode)
+                        at = os.path.getsize(trace)
                         v.balloon(RAM - 96 * MiB)
                         ctx.wait_balloon(v, RAM - 96 * MiB, 120, 'inflate '
                                          'with %s interrupts' % mode)
+                        ctx.check_views(v, 'with %s interrupts' % mode,
+                                        want=96 * MiB)
+                        check_host_took(ctx, v, trace, at, 32 * MiB,
+                                        'inflate by 32 MiB with %s '
+                                        'interrupts' % mode)
                         v.balloon(RAM - 64 * MiB)
                         ctx.wait_balloon(v, RAM - 64 * MiB, 120, 'deflate '
                                          'with %s interrupts' % mode)
                     if mode != mode0:
                         degraded.setdefault(mode, []).append(n)
-                if m.group(3) == '0':
+                if not reached:
                     break
             else:
                 ctx.check(False, 'the suspend cycle still reached its %dth '

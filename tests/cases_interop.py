@@ -18,7 +18,8 @@ import os
 import re
 import time
 
-from run import test, log, TestSkip, RAM, exact_free_kb, check_no_leak
+from run import (test, log, TestSkip, RAM, exact_free_kb, check_no_leak,
+                 traced_pfns)
 from vm import GiB, MiB, host_meminfo
 
 HUGE_MEM = 1 * GiB          # hugetlb-backed guest size
@@ -62,18 +63,6 @@ def hugepages_restore(old):
     if old is not None:
         with open('/proc/sys/vm/nr_hugepages', 'w') as f:
             f.write('%d\n' % old)
-
-
-def traced_pfns(path):
-    """Distinct guest PFNs in QEMU's virtio_balloon_handle_output trace."""
-    pfns = set()
-    with open(path) as f:
-        for line in f:
-            m = re.search(r'virtio_balloon_handle_output.*gpa: 0x([0-9a-f]+)',
-                          line)
-            if m:
-                pfns.add(int(m.group(1), 16) >> 12)
-    return pfns
 
 
 def layout_test(ctx, layout):

@@ -443,6 +443,20 @@ class Ctx:
             return None
 
 
+def traced_pfns(path, at=0):
+    """Distinct guest PFNs in QEMU's virtio_balloon_handle_output trace,
+    from byte offset at on."""
+    pfns = set()
+    with open(path) as f:
+        f.seek(at)
+        for line in f:
+            m = re.search(r'virtio_balloon_handle_output.*gpa: 0x([0-9a-f]+)',
+                          line)
+            if m:
+                pfns.add(int(m.group(1), 16) >> 12)
+    return pfns
+
+
 def free_kb(v):
     """Guest free memory in kB: MemFree plus the pages parked on the
     per-CPU free lists (/proc/zoneinfo "count:", in pages).  MemFree alone
