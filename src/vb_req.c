@@ -376,6 +376,54 @@ enum vb_req_state vb_req_state(struct vballoon *vb, struct vb_req *req)
 }
 
 /*
+ * adjust_managed_page_count() is two atomic additions (the zone's count and
+ * the global one).  A request's pages mostly come from one zone, so they
+ * are counted per run of pages in the same zone, not per page: the larger
+ * part of accounting an order-0 request otherwise.
+ */
+struct vb_managed {
+	struct zone *zone;	/* of the run being counted, or NULL */
+	struct page *page;	/* a page of that zone */
+	long count;		/* pages of the run not counted yet */
+};
+
+static void vb_managed_flush(struct vb_managed *m)
+{
+	if (m->zone && m->count)
+		adjust_managed_page_count(m->page, m->count);
+	m->zone = NULL;
+	m->count = 0;
+}
+
+static void vb_managed_add(struct vb_managed *m, struct page *page,
+			   long count)
+{
+	struct zone *zone = page_zone(page);
+
+	if (zone != m->zone) {
+		vb_managed_flush(m);
+		m->zone = zone;
+		m->page = page;
+	}
+	m->count += count;
+}
+
+/* Managed page accounting for every page of a request. */
+static void vb_managed_req(struct vballoon *vb, struct vb_req *req,
+			   bool to_balloon)
+{
+	long count = 1L << vb_order(req);
+	struct vb_managed m = { };
+	struct page *page;
+
+	if (!vb->adjust_managed)
+		return;
+	list_for_each_entry(page, &req->pages, lru)
+		vb_managed_add(&m, page, to_balloon ? -count : count);
+	vb_managed_flush(&m);
+}
+
+/*
  * Account an acknowledged request and make it idle again.  Inflated pages
  * join the balloon; deflated pages go back to the guest.  Returns the
  * pages moved.
@@ -387,12 +435,10 @@ unsigned long vb_complete(struct vballoon *vb, struct vb_req *req)
 	struct page *page, *next;
 
 	if (req->inflate) {
-		list_for_each_entry(page, &req->pages, lru) {
-			if (vb->adjust_managed)
-				adjust_managed_page_count(page, -(1L << order));
-			if (req->chunk)
+		vb_managed_req(vb, req, true);
+		if (req->chunk)
+			list_for_each_entry(page, &req->pages, lru)
 				vb_balloon_account(page, VB_CHUNK_PAGES);
-		}
 		spin_lock(&vb->lock);
 		if (req->chunk)
 			list_splice_tail_init(&req->pages, &vb->chunks);
@@ -411,10 +457,10 @@ unsigned long vb_complete(struct vballoon *vb, struct vb_req *req)
 		vb->stats.deflated_pages += n;
 		vb->stats.deflate_reqs++;
 		spin_unlock(&vb->lock);
+		/* Counted as the guest's again before they are freed. */
+		vb_managed_req(vb, req, false);
 		list_for_each_entry_safe(page, next, &req->pages, lru) {
 			list_del(&page->lru);
-			if (vb->adjust_managed)
-				adjust_managed_page_count(page, 1L << order);
 			if (req->chunk)
 				vb_balloon_account(page, -VB_CHUNK_PAGES);
 			vb_page_free(page, order);
@@ -438,11 +484,10 @@ void vb_abandon(struct vballoon *vb, struct vb_req *req)
 		spin_lock(&vb->lock);
 		vb->nr_held -= req->nr_pages;
 		spin_unlock(&vb->lock);
+		vb_managed_req(vb, req, false);
 	}
 	list_for_each_entry_safe(page, next, &req->pages, lru) {
 		list_del(&page->lru);
-		if (!req->inflate && vb->adjust_managed)
-			adjust_managed_page_count(page, 1L << order);
 		if (!req->inflate && req->chunk)
 			vb_balloon_account(page, -VB_CHUNK_PAGES);
 		vb_page_free(page, order);
