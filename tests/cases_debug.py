@@ -453,6 +453,34 @@ def free_stat(v):
     return g['stats'].get('stat-free-memory', -1)
 
 
+def settled_free_stat(v, tolerance=8 * MiB, timeout=90):
+    """stat-free-memory once the guest has settled.  Free page reporting
+    starts 2 s after pages are freed and keeps the pages it reports out of
+    the free lists until the host has discarded them (up to 32 blocks of
+    2 or 4 MiB a request), so a reading taken while it runs is short by
+    what is in flight; QEMU's timestamp has whole seconds, so the first
+    new reading can come 2 s after a free, just when reporting starts.
+    Reads once, waits past that delay, then reads until two readings in a
+    row agree within `tolerance` bytes and QEMU's RSS (which reporting
+    lowers) stayed within 4 MiB across them; logs the readings, returns
+    the last."""
+    readings = [free_stat(v)]
+    time.sleep(3)
+    deadline = time.monotonic() + timeout
+    rss, cur = v.rss_kib(), free_stat(v)
+    readings.append(cur)
+    while True:
+        prev, rss_prev = cur, rss
+        cur = free_stat(v)
+        rss = v.rss_kib()
+        readings.append(cur)
+        if (abs(cur - prev) <= tolerance and abs(rss - rss_prev) <= 4096) \
+                or time.monotonic() > deadline:
+            log('stat-free-memory settling (MiB): %s'
+                % ' '.join(str(r // MiB) for r in readings))
+            return cur
+
+
 @test('failslab_stats_reporting', timeout=1800, debug_only=True)
 def t_failslab_stats_reporting(ctx):
     """Debug kernel, free-page-reporting=on, statistics every second: for
@@ -484,7 +512,7 @@ def t_failslab_stats_reporting(ctx):
             'while touching and freeing 512 MiB %d times' % rounds)
 
         # Statistics: fresh ones keep coming and follow the guest.
-        free1 = free_stat(v)
+        free1 = settled_free_stat(v)
         hold_mib(v, 512)
         rss_held = v.rss_kib()
         free2 = free_stat(v)
@@ -510,7 +538,7 @@ def t_failslab_stats_reporting(ctx):
                   'failslab: expected QEMU RSS to fall by >= 400 MiB within '
                   '30 s of the guest freeing 512 MiB, got %d -> %d MiB'
                   % (rss_held // 1024, rss // 1024))
-        free3 = free_stat(v)
+        free3 = settled_free_stat(v)
         ctx.check(free3 - free2 >= 400 * MiB, 'statistics after freeing: '
                   'expected stat-free-memory to rise by >= 400 MiB, got '
                   '%d -> %d MiB' % (free2 // MiB, free3 // MiB))
