@@ -8,7 +8,8 @@
  *   vb_engine.c  moving pages into and out of the balloon (the worker,
  *                the shrinker's and migration's requests, drain)
  *   vb_req.c     inflate and deflate requests: fill, submit, complete
- *   vb_policy.c  how much: targets, the floor, memory pressure (shrinker)
+ *   vb_policy.c  how much: targets, the floor, the way back after pressure
+ *   vb_shrink.c  the shrinker: balloon pages back to a guest under pressure
  *   vb_sysfs.c   the admin's knobs
  *   vb_stats.c   statistics for the host (stats queue), counters, debugfs
  *   vb_report.c  free page reporting
@@ -355,6 +356,8 @@ enum vb_take { VB_TAKE_CHUNK, VB_TAKE_SINGLES };
 enum vb_take vb_policy_take(void);
 void vb_policy_inflated(struct vballoon *vb, unsigned long pages);
 void vb_policy_pressure(struct vballoon *vb, unsigned long pages);
+
+/* vb_shrink.c */
 int vb_pressure_register(struct vballoon *vb);
 void vb_pressure_unregister(struct vballoon *vb);
 

@@ -2,7 +2,7 @@
 """Memory pressure tests: DEFLATE_ON_OOM on and off, page cache against
 inflation, pressure while inflating.
 
-The pressure policy (src/vb_policy.c): with DEFLATE_ON_OOM a shrinker gives
+The pressure policy (src/vb_shrink.c, src/vb_policy.c): with DEFLATE_ON_OOM a shrinker gives
 balloon pages back only when page cache and free memory are both at or
 below pressure_reserve, never to the reclaim of its own inflation; after
 pressure the balloon holds off (3 s, doubling when pressure returns after a
