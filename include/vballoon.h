@@ -358,6 +358,11 @@ void vb_policy_inflated(struct vballoon *vb, unsigned long pages);
 void vb_policy_pressure(struct vballoon *vb, unsigned long pages);
 
 /* vb_shrink.c */
+typedef unsigned long (*vb_shrink_fn)(struct shrinker *s,
+				      struct shrink_control *sc);
+struct shrinker *vb_shrinker_add(const char *name, struct vballoon *vb,
+				 vb_shrink_fn count, vb_shrink_fn scan,
+				 int seeks);
 int vb_pressure_register(struct vballoon *vb);
 void vb_pressure_unregister(struct vballoon *vb);
 

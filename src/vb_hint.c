@@ -405,22 +405,13 @@ void vb_hint_init(struct vballoon *vb)
 int vb_hint_register(struct vballoon *vb)
 {
 	struct shrinker *s;
-	int err;
 
 	if (!vb->hint_pages)
 		return 0;
-	s = vb_shrinker_alloc("vballoon-hint", vb);
-	if (!s)
-		return -ENOMEM;
-	s->count_objects = vb_hint_count;
-	s->scan_objects = vb_hint_scan;
-	/* Free memory on loan: half of it per call, before anything else. */
-	s->seeks = 0;
-	err = vb_shrinker_register(s, "vballoon-hint");
-	if (err) {
-		vb_shrinker_free(s);
-		return err;
-	}
+	/* seeks 0: free memory on loan, half of it per call, before anything. */
+	s = vb_shrinker_add("vballoon-hint", vb, vb_hint_count, vb_hint_scan, 0);
+	if (IS_ERR(s))
+		return PTR_ERR(s);
 	vb->hint_shrinker = s;
 	return 0;
 }

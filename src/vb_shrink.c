@@ -142,27 +142,42 @@ static unsigned long vb_shrink_scan(struct shrinker *s,
 	return freed;
 }
 
+/*
+ * A registered shrinker named @name whose callbacks get @vb back through
+ * vb_shrinker_private(); an ERR_PTR() if it cannot be had.  Undone by
+ * vb_shrinker_free().
+ */
+struct shrinker *vb_shrinker_add(const char *name, struct vballoon *vb,
+				 vb_shrink_fn count, vb_shrink_fn scan,
+				 int seeks)
+{
+	struct shrinker *s = vb_shrinker_alloc(name, vb);
+	int err;
+
+	if (!s)
+		return ERR_PTR(-ENOMEM);
+	s->count_objects = count;
+	s->scan_objects = scan;
+	s->seeks = seeks;
+	err = vb_shrinker_register(s, name);
+	if (err) {
+		vb_shrinker_free(s);
+		return ERR_PTR(err);
+	}
+	return s;
+}
+
 int vb_pressure_register(struct vballoon *vb)
 {
 	struct shrinker *s;
-	int err;
 
 	/* Without DEFLATE_ON_OOM the balloon is the host's to shrink. */
 	if (!vb->deflate_on_oom)
 		return 0;
-
-	s = vb_shrinker_alloc("vballoon", vb);
-	if (!s)
-		return -ENOMEM;
-	s->count_objects = vb_shrink_count;
-	s->scan_objects = vb_shrink_scan;
-	/* Cheaper to give back than anything reclaim would have to re-read. */
-	s->seeks = 1;
-	err = vb_shrinker_register(s, "vballoon");
-	if (err) {
-		vb_shrinker_free(s);
-		return err;
-	}
+	/* seeks 1: cheaper to give back than anything reclaim would re-read. */
+	s = vb_shrinker_add("vballoon", vb, vb_shrink_count, vb_shrink_scan, 1);
+	if (IS_ERR(s))
+		return PTR_ERR(s);
 	vb->shrinker = s;
 	return 0;
 }
